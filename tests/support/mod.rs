@@ -1,0 +1,12 @@
+//! Test support: a real control plane (etcd, kube-apiserver, controller-manager,
+//! scheduler, kwok) built from source and started on loopback, shared by the
+//! tests of one test binary. See `cluster::TestCluster::shared`.
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
+
+pub mod certs;
+pub mod cluster;
+pub mod process;
+pub mod wait;
+
+pub use cluster::TestCluster;
+pub use wait::wait_until;
