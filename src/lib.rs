@@ -1,7 +1,18 @@
 //! statefulapp-operator: Marathon-style stateful services on Kubernetes.
 //!
 //! - [`api`]: the `StatefulApp` custom resource.
+//! - [`names`]: deterministic object names, ids, labels and annotations.
+//! - [`controller`]: reconciles StatefulApps (observe -> plan -> apply).
+//! - [`provisioner`]: creates node-local persistent volumes for claims.
+//! - [`agent`]: the node agent owning the data directories of its node.
 //! - [`crdgen`]: the CRD document printed from the Rust types.
 
+pub mod agent;
 pub mod api;
+pub mod controller;
 pub mod crdgen;
+mod error;
+pub mod names;
+pub mod provisioner;
+
+pub use error::{Error, Result};

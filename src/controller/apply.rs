@@ -1,0 +1,212 @@
+//! Executes planned actions. Each action is idempotent (deterministic names,
+//! "already exists" and "not found" are success), so a crash between two
+//! actions is repaired by the next reconcile (I4).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+    VolumeMount,
+};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::observed::Observed;
+use super::plan::Action;
+use crate::api::StatefulApp;
+use crate::names::{
+    ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK,
+    InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId, claim_name, pod_name,
+};
+use crate::{Error, Result};
+
+pub struct Applier<'a> {
+    pub client: &'a kube::Client,
+    pub app: &'a StatefulApp,
+    pub observed: &'a Observed,
+    pub storage_class: &'a str,
+}
+
+impl Applier<'_> {
+    fn namespace(&self) -> String {
+        self.app.namespace().unwrap_or_default()
+    }
+
+    fn instance(&self, uuid: Uuid) -> InstanceId {
+        InstanceId::new(&self.app.name_any(), uuid)
+    }
+
+    fn labels(&self, uuid: Uuid, volume: Option<&str>) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            (LABEL_APP.to_string(), self.app.name_any()),
+            (LABEL_INSTANCE.to_string(), uuid.hyphenated().to_string()),
+        ]);
+        if let Some(volume) = volume {
+            labels.insert(LABEL_VOLUME.to_string(), volume.to_string());
+        }
+        labels
+    }
+
+    pub async fn apply(&self, action: &Action) -> Result<()> {
+        let ns = self.namespace();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        match action {
+            Action::CreateClaim {
+                instance,
+                volume,
+                bind_to,
+            } => {
+                let claim = self.claim(*instance, volume, bind_to.clone())?;
+                ignore_conflict(claims.create(&PostParams::default(), &claim).await)?;
+            }
+            Action::RebindVolume {
+                volume_object,
+                claim,
+            } => {
+                let patch = json!({ "spec": { "claimRef": {
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "namespace": ns, "name": claim, "uid": null, "resourceVersion": null,
+                }}});
+                ignore_missing(
+                    volumes
+                        .patch(volume_object, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await,
+                )?;
+            }
+            Action::CreatePod { instance } => {
+                let pod = self.pod(*instance)?;
+                ignore_conflict(pods.create(&PostParams::default(), &pod).await)?;
+            }
+            Action::DeletePod { pod, .. } => {
+                ignore_missing(pods.delete(pod, &DeleteParams::default()).await.map(|_| ()))?;
+            }
+            Action::MarkForWipe { instance } => {
+                let patch = json!({ "metadata": { "annotations": { ANNOTATION_WIPE_MARK: "true" } } });
+                let params = PatchParams::default();
+                if let Some(view) = self.observed.instances.get(instance) {
+                    for claim in view.claims.values().filter(|c| !c.wipe_marked) {
+                        ignore_missing(claims.patch(&claim.name, &params, &Patch::Merge(&patch)).await)?;
+                    }
+                    for pv in view.volumes.values().filter(|v| !v.wipe_marked) {
+                        ignore_missing(volumes.patch(&pv.name, &params, &Patch::Merge(&patch)).await)?;
+                    }
+                }
+            }
+            Action::DeleteClaim { claim, .. } => {
+                ignore_missing(claims.delete(claim, &DeleteParams::default()).await.map(|_| ()))?;
+            }
+            Action::DeleteVolume { volume_object, .. } => {
+                ignore_missing(
+                    volumes
+                        .delete(volume_object, &DeleteParams::default())
+                        .await
+                        .map(|_| ()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn claim(&self, uuid: Uuid, volume: &str, bind_to: Option<String>) -> Result<PersistentVolumeClaim> {
+        let instance = self.instance(uuid);
+        let spec = self
+            .app
+            .spec
+            .volumes
+            .iter()
+            .find(|v| v.name == volume)
+            .ok_or_else(|| Error::Invalid(format!("no volume {volume:?} in spec")))?;
+        let claim = json!({
+            "metadata": {
+                "name": claim_name(&instance, volume),
+                "namespace": self.namespace(),
+                "labels": self.labels(uuid, Some(volume)),
+                "annotations": {
+                    ANNOTATION_PERSISTENCE_ID: PersistenceId::of(&instance, volume).to_string(),
+                },
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": self.storage_class,
+                "resources": { "requests": { "storage": spec.size } },
+                "volumeName": bind_to,
+            },
+        });
+        Ok(serde_json::from_value(claim)?)
+    }
+
+    fn pod(&self, uuid: Uuid) -> Result<Pod> {
+        let instance = self.instance(uuid);
+        let template = &self.app.spec.template;
+        let mut metadata = template.metadata.clone().unwrap_or_default();
+        metadata.labels.get_or_insert_default().extend(self.labels(uuid, None));
+        metadata.annotations.get_or_insert_default().insert(
+            ANNOTATION_TEMPLATE_HASH.to_string(),
+            self.observed.app.template_hash.clone(),
+        );
+        let mut spec = template
+            .spec
+            .clone()
+            .ok_or_else(|| Error::Invalid("spec.template.spec is missing".into()))?;
+        for volume in &self.app.spec.volumes {
+            let pod_volume = format!("sapp-{}", volume.name);
+            spec.volumes.get_or_insert_default().push(Volume {
+                name: pod_volume.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(&instance, &volume.name),
+                    read_only: None,
+                }),
+                ..Default::default()
+            });
+            for container in spec.containers.iter_mut() {
+                let wanted = volume
+                    .containers
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&container.name));
+                if wanted {
+                    container.volume_mounts.get_or_insert_default().push(VolumeMount {
+                        name: pod_volume.clone(),
+                        mount_path: volume.mount_path.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let owner = self
+            .app
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Invalid("StatefulApp has no uid".into()))?;
+        Ok(Pod {
+            metadata: ObjectMeta {
+                name: Some(pod_name(&instance)),
+                namespace: Some(self.namespace()),
+                owner_references: Some(vec![owner]),
+                labels: metadata.labels,
+                annotations: metadata.annotations,
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        })
+    }
+}
+
+fn ignore_conflict<T>(result: kube::Result<T>) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ignore_missing<T>(result: kube::Result<T>) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,270 @@
+//! The StatefulApp controller: for each app, observe (list its pods, claims,
+//! volumes and the nodes), plan (pure), apply, then write status. It owns pods
+//! and claims of its apps; it never writes an app's spec or annotations (I6)
+//! and never touches data (only the node agent does, and only for a wipe).
+
+mod apply;
+pub mod observe;
+pub mod observed;
+pub mod plan;
+pub mod status;
+pub mod wipe_request;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use uuid::Uuid;
+
+use self::apply::Applier;
+use self::observe::{ClusterObjects, observe};
+use self::plan::{Action, StopReason, plan};
+use self::status::{StatusInput, compute_status};
+use self::wipe_request::parse_wipe_annotation;
+use crate::api::StatefulApp;
+use crate::names::{
+    ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
+    LABEL_NAMESPACE,
+};
+use crate::{Error, Result};
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// StorageClass of the claims the controller creates.
+    pub storage_class: String,
+}
+
+impl Context {
+    pub fn new(client: Client, storage_class: String) -> Self {
+        let reporter = Reporter {
+            controller: "statefulapp-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            storage_class,
+        }
+    }
+}
+
+/// Runs the controller until the process is stopped.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let apps: Api<StatefulApp> = Api::all(client.clone());
+    let labelled = watcher::Config::default().labels(LABEL_APP);
+    Controller::new(apps, watcher::Config::default())
+        .owns(Api::<Pod>::all(client.clone()), labelled.clone())
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            labelled.clone(),
+            |claim| {
+                let app = claim.labels().get(LABEL_APP)?;
+                Some(ObjectRef::new(app).within(&claim.namespace()?))
+            },
+        )
+        .watches(Api::<PersistentVolume>::all(client.clone()), labelled, |pv| {
+            let app = pv.labels().get(LABEL_APP)?;
+            let ns = pv.labels().get(LABEL_NAMESPACE)?;
+            Some(ObjectRef::new(app).within(ns))
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(app = %app.name_any(), %error, "reconcile failed, retrying");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> {
+    let name = app.name_any();
+    let ns = app
+        .namespace()
+        .ok_or_else(|| Error::Invalid("StatefulApp without namespace".into()))?;
+    let apps: Api<StatefulApp> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = app.metadata.deletion_timestamp.is_some();
+    let wipe_on_delete = app
+        .annotations()
+        .get(ANNOTATION_WIPE_ON_DELETE)
+        .is_some_and(|v| v == "true");
+    let has_finalizer = app.finalizers().iter().any(|f| f == FINALIZER_WIPE_ON_DELETE);
+    if deleting && !has_finalizer {
+        return Ok(Requeue::await_change());
+    }
+    if !deleting && wipe_on_delete != has_finalizer {
+        set_finalizer(&apps, &app, wipe_on_delete).await?;
+    }
+
+    let objects = list_objects(&ctx.client, &ns, &name).await?;
+    let wipe = parse_wipe_annotation(
+        &name,
+        app.annotations().get(ANNOTATION_WIPE).map_or("", String::as_str),
+    );
+    let observed = observe(&app, &wipe, &objects, Timestamp::now());
+    let plan = plan(&observed, &mut Uuid::new_v4);
+
+    let applier = Applier {
+        client: &ctx.client,
+        app: &app,
+        observed: &observed,
+        storage_class: &ctx.storage_class,
+    };
+    for action in &plan.actions {
+        applier.apply(action).await?;
+        publish(&ctx, &app, action).await;
+    }
+
+    if deleting {
+        if observed.instances.is_empty() {
+            set_finalizer(&apps, &app, false).await?;
+        }
+        return Ok(Requeue::requeue(Duration::from_secs(2)));
+    }
+
+    let sizes: Vec<(String, String)> = app
+        .spec
+        .volumes
+        .iter()
+        .map(|v| (v.name.clone(), v.size.clone()))
+        .collect();
+    let previous = app.status.clone().unwrap_or_default();
+    let status = compute_status(&StatusInput {
+        observed: &observed,
+        plan: &plan,
+        generation: app.metadata.generation,
+        sizes: &sizes,
+        input_errors: &wipe.rejected,
+        previous: &previous.conditions,
+    });
+    if app.status.as_ref() != Some(&status) {
+        let patch = json!({ "status": status });
+        apps.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if !wipe.rejected.is_empty() && previous.conditions.iter().all(|c| c.reason != "InvalidWipeRequest") {
+        warn(&ctx, &app, "InvalidWipeRequest", &format!(
+            "ignoring {ANNOTATION_WIPE}: {}; nothing was wiped",
+            wipe.rejected.join("; ")
+        ))
+        .await;
+    }
+
+    // Converging work is driven by watches; the timer catches node changes.
+    let settled = plan.actions.is_empty();
+    Ok(Requeue::requeue(Duration::from_secs(if settled { 30 } else { 2 })))
+}
+
+async fn list_objects(client: &Client, ns: &str, app: &str) -> Result<ClusterObjects> {
+    // Listed from the API server, not a cache: a reconcile never plans from a
+    // view that misses objects it created a moment ago (no duplicates, I4).
+    let by_app = ListParams::default().labels(&format!("{LABEL_APP}={app}"));
+    let volumes = ListParams::default().labels(&format!("{LABEL_APP}={app},{LABEL_NAMESPACE}={ns}"));
+    let all = ListParams::default();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let pvs = Api::<PersistentVolume>::all(client.clone());
+    let nodes = Api::<Node>::all(client.clone());
+    let (pods, claims, pvs, nodes) = futures::try_join!(
+        pods.list(&by_app),
+        claims.list(&by_app),
+        pvs.list(&volumes),
+        nodes.list(&all),
+    )?;
+    Ok(ClusterObjects {
+        pods: pods.items,
+        claims: claims.items,
+        volumes: pvs.items,
+        nodes: nodes.items,
+    })
+}
+
+async fn set_finalizer(apps: &Api<StatefulApp>, app: &StatefulApp, present: bool) -> Result<()> {
+    let mut finalizers: Vec<String> = app
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER_WIPE_ON_DELETE)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER_WIPE_ON_DELETE.to_string());
+    }
+    // resourceVersion makes the merge patch conditional: no lost finalizers.
+    let patch = json!({ "metadata": {
+        "finalizers": finalizers, "resourceVersion": app.resource_version(),
+    }});
+    apps.patch(&app.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, app: &StatefulApp, action: &Action) {
+    let id = |uuid: &Uuid| InstanceId::new(&app.name_any(), *uuid).to_string();
+    let (reason, note) = match action {
+        Action::CreateClaim { instance, volume, bind_to: None } => {
+            ("ReservingVolume", format!("reserving volume {volume} for instance {}", id(instance)))
+        }
+        Action::CreateClaim { instance, volume, bind_to: Some(pv) } => (
+            "ReattachingVolume",
+            format!("re-creating the claim of volume {volume} of instance {} on {pv}", id(instance)),
+        ),
+        Action::RebindVolume { volume_object, claim } => {
+            ("ReattachingVolume", format!("binding {volume_object} to re-created claim {claim}"))
+        }
+        Action::CreatePod { instance } => ("Starting", format!("starting instance {}", id(instance))),
+        Action::DeletePod { instance, reason, .. } => {
+            let why = match reason {
+                StopReason::ScaledDown => "scaled down; it keeps its node and volumes",
+                StopReason::Upgrade => "relaunching with the new template",
+                StopReason::Finished => "its pod ended; relaunching",
+                StopReason::Wipe => "wiping",
+            };
+            ("Stopping", format!("stopping instance {}: {why}", id(instance)))
+        }
+        Action::MarkForWipe { instance } => (
+            "Wiping",
+            format!("wiping instance {}: its volumes and data will be destroyed", id(instance)),
+        ),
+        Action::DeleteClaim { instance, claim } => {
+            ("Wiping", format!("deleting claim {claim} of instance {}", id(instance)))
+        }
+        Action::DeleteVolume { instance, volume_object } => (
+            "Wiping",
+            format!("destroying volume {volume_object} of instance {}", id(instance)),
+        ),
+    };
+    emit(ctx, app, EventType::Normal, reason, &note).await;
+}
+
+async fn warn(ctx: &Context, app: &StatefulApp, reason: &str, note: &str) {
+    emit(ctx, app, EventType::Warning, reason, note).await;
+}
+
+async fn emit(ctx: &Context, app: &StatefulApp, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish event");
+    }
+}

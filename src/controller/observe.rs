@@ -1,0 +1,183 @@
+//! Turns the cluster's objects into [`Observed`]. Pure: the reconciler lists
+//! the objects, this only reads them.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::observed::{AppView, ClaimView, InstanceView, Observed, PodView, VolumeView};
+use super::wipe_request::WipeRequest;
+use crate::api::StatefulApp;
+use crate::names::{
+    ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE,
+    LABEL_NODE, LABEL_VOLUME,
+};
+
+pub struct ClusterObjects {
+    pub pods: Vec<Pod>,
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub volumes: Vec<PersistentVolume>,
+    pub nodes: Vec<Node>,
+}
+
+/// Hash of everything a pod is built from: a change rolls the instances.
+pub fn template_hash(app: &StatefulApp) -> String {
+    let input = serde_json::to_vec(&(&app.spec.template, &app.spec.volumes)).expect("serializable");
+    hex::encode(&Sha256::digest(&input)[..8])
+}
+
+pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, now: Timestamp) -> Observed {
+    let deleting = app.metadata.deletion_timestamp.is_some();
+    let wipe_on_delete = app
+        .annotations()
+        .get(ANNOTATION_WIPE_ON_DELETE)
+        .is_some_and(|v| v == "true");
+    let view = AppView {
+        name: app.name_any(),
+        desired: if deleting { 0 } else { app.spec.instances.max(0) as usize },
+        volumes: app.spec.volumes.iter().map(|v| v.name.clone()).collect(),
+        template_hash: template_hash(app),
+        kill_selection: app.spec.kill_selection,
+        minimum_health_capacity: app.spec.upgrade_strategy.minimum_health_capacity,
+        node_loss: app.spec.node_loss_policy.clone(),
+        wipe_requested: wipe.valid.iter().map(|id| id.uuid).collect(),
+        wipe_all: deleting && wipe_on_delete,
+    };
+
+    let mut observed = Observed {
+        app: view,
+        instances: Default::default(),
+        ready_nodes: BTreeSet::new(),
+        known_nodes: BTreeSet::new(),
+        now,
+    };
+    for node in &objects.nodes {
+        let name = node.name_any();
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            observed.ready_nodes.insert(name.clone());
+        }
+        observed.known_nodes.insert(name);
+    }
+
+    let live_claims: BTreeSet<String> = objects.claims.iter().map(|c| c.name_any()).collect();
+    for claim in &objects.claims {
+        let Some((uuid, volume)) = instance_and_volume(claim.labels()) else {
+            continue;
+        };
+        let instance = instance_entry(&mut observed, uuid, created(claim.metadata.creation_timestamp.as_ref()));
+        if instance.node.is_none() {
+            instance.node = claim
+                .annotations()
+                .get("volume.kubernetes.io/selected-node")
+                .cloned();
+        }
+        instance.claims.insert(
+            volume,
+            ClaimView {
+                name: claim.name_any(),
+                bound_volume: claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|_| {
+                    claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                }),
+                wipe_marked: claim.annotations().contains_key(ANNOTATION_WIPE_MARK),
+                deleting: claim.metadata.deletion_timestamp.is_some(),
+            },
+        );
+    }
+    for pv in &objects.volumes {
+        let Some((uuid, volume)) = instance_and_volume(pv.labels()) else {
+            continue;
+        };
+        let node = pv.labels().get(LABEL_NODE).cloned();
+        let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        let claim_name = claim_ref.and_then(|r| r.name.clone());
+        let instance = instance_entry(&mut observed, uuid, created(pv.metadata.creation_timestamp.as_ref()));
+        if node.is_some() {
+            // The volume's node affinity is the authority on placement.
+            instance.node = node.clone();
+        }
+        let claim_uid = claim_ref.and_then(|r| r.uid.as_ref());
+        let claim_uid_live = objects
+            .claims
+            .iter()
+            .any(|c| c.metadata.uid.as_ref() == claim_uid);
+        instance.volumes.insert(
+            volume,
+            VolumeView {
+                name: pv.name_any(),
+                node,
+                claim_ref_stale: claim_uid.is_some()
+                    && !claim_uid_live
+                    && claim_name.as_ref().is_some_and(|n| live_claims.contains(n)),
+                claim_ref: claim_name,
+                wipe_marked: pv.annotations().contains_key(ANNOTATION_WIPE_MARK),
+                deleting: pv.metadata.deletion_timestamp.is_some(),
+            },
+        );
+    }
+    for pod in &objects.pods {
+        let Some(uuid) = pod
+            .labels()
+            .get(LABEL_INSTANCE)
+            .and_then(|u| Uuid::parse_str(u).ok())
+        else {
+            continue;
+        };
+        let status = pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let view = PodView {
+            name: pod.name_any(),
+            template_hash: pod
+                .annotations()
+                .get(ANNOTATION_TEMPLATE_HASH)
+                .cloned()
+                .unwrap_or_default(),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            running: phase == "Running",
+            ready: phase == "Running" && ready,
+            finished: phase == "Succeeded" || phase == "Failed",
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+        };
+        // A pod without claims or volumes belongs to no known instance: it
+        // is listed so that it gets stopped, never adopted as a new instance.
+        let instance = instance_entry(&mut observed, uuid, created(pod.metadata.creation_timestamp.as_ref()));
+        if instance.node.is_none() {
+            instance.node = view.node.clone();
+        }
+        instance.pod = Some(view);
+    }
+    observed
+}
+
+fn created(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<Timestamp> {
+    t.map(|t| t.0)
+}
+
+fn instance_entry(observed: &mut Observed, uuid: Uuid, created: Option<Timestamp>) -> &mut InstanceView {
+    let instance = observed.instances.entry(uuid).or_insert_with(|| InstanceView {
+        uuid,
+        ..Default::default()
+    });
+    instance.created = match (instance.created, created) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    instance
+}
+
+fn instance_and_volume(labels: &std::collections::BTreeMap<String, String>) -> Option<(Uuid, String)> {
+    let uuid = Uuid::parse_str(labels.get(LABEL_INSTANCE)?).ok()?;
+    Some((uuid, labels.get(LABEL_VOLUME)?.clone()))
+}

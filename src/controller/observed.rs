@@ -1,0 +1,90 @@
+//! The observed state of one StatefulApp, as plain data: what the planner
+//! decides from. Built by `observe` from the cluster's objects; rebuilt from
+//! scratch on every reconcile (nothing is remembered between reconciles).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+use uuid::Uuid;
+
+use crate::api::{KillSelection, NodeLossPolicy};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub app: AppView,
+    /// Every instance with at least one claim or volume, by uuid.
+    pub instances: BTreeMap<Uuid, InstanceView>,
+    /// Nodes that exist and are Ready.
+    pub ready_nodes: BTreeSet<String>,
+    /// Nodes that exist (Ready or not).
+    pub known_nodes: BTreeSet<String>,
+    pub now: Timestamp,
+}
+
+/// The parts of the StatefulApp the planner needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppView {
+    pub name: String,
+    pub desired: usize,
+    pub volumes: Vec<String>,
+    pub template_hash: String,
+    pub kill_selection: KillSelection,
+    pub minimum_health_capacity: f64,
+    pub node_loss: NodeLossPolicy,
+    /// Instance uuids named by a valid `statefulapp.io/wipe` annotation.
+    pub wipe_requested: BTreeSet<Uuid>,
+    /// The app is being deleted with `wipe-on-delete`: wipe everything.
+    pub wipe_all: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InstanceView {
+    pub uuid: Uuid,
+    /// Creation of its oldest claim or volume: the instance's age.
+    pub created: Option<Timestamp>,
+    /// The node its volumes are pinned to, once placed.
+    pub node: Option<String>,
+    pub claims: BTreeMap<String, ClaimView>,
+    pub volumes: BTreeMap<String, VolumeView>,
+    pub pod: Option<PodView>,
+}
+
+impl InstanceView {
+    /// A wipe began: some claim or volume carries the operator's wipe mark.
+    pub fn wiping(&self) -> bool {
+        self.claims.values().any(|c| c.wipe_marked) || self.volumes.values().any(|v| v.wipe_marked)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ClaimView {
+    pub name: String,
+    pub bound_volume: Option<String>,
+    pub wipe_marked: bool,
+    pub deleting: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct VolumeView {
+    pub name: String,
+    pub node: Option<String>,
+    /// The claim its `claimRef` names (namespace implied), if any.
+    pub claim_ref: Option<String>,
+    /// Whether `claimRef` carries the uid of a claim that no longer exists.
+    pub claim_ref_stale: bool,
+    pub wipe_marked: bool,
+    pub deleting: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct PodView {
+    pub name: String,
+    pub template_hash: String,
+    pub node: Option<String>,
+    pub running: bool,
+    pub ready: bool,
+    /// The pod ended (Succeeded or Failed) and must be replaced.
+    pub finished: bool,
+    pub deleting: bool,
+    pub started_at: Option<Timestamp>,
+}

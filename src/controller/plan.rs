@@ -1,0 +1,264 @@
+//! The planner: a pure function from the observed state to the actions that
+//! move the cluster toward the spec. No I/O, no clock, no randomness (the
+//! caller supplies `now` in [`Observed`] and fresh uuids through `new_uuid`).
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use super::observed::{InstanceView, Observed};
+use crate::api::KillSelection;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the claim of `volume` for an instance, bound to `bind_to` (its
+    /// existing persistent volume) when the instance was placed before.
+    CreateClaim {
+        instance: Uuid,
+        volume: String,
+        bind_to: Option<String>,
+    },
+    /// Point an existing persistent volume at its re-created claim.
+    RebindVolume { volume_object: String, claim: String },
+    CreatePod { instance: Uuid },
+    DeletePod {
+        instance: Uuid,
+        pod: String,
+        reason: StopReason,
+    },
+    /// Put the wipe mark on every claim and volume of the instance. Nothing
+    /// is deleted before the marks are stored, so a crash mid-wipe resumes.
+    MarkForWipe { instance: Uuid },
+    DeleteClaim { instance: Uuid, claim: String },
+    DeleteVolume { instance: Uuid, volume_object: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `instances` went down: the instance stops and stays reserved.
+    ScaledDown,
+    /// The template changed: the pod is replaced in place.
+    Upgrade,
+    /// The pod ended; it is replaced.
+    Finished,
+    Wipe,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Instances that should run (existing ones and the new ones).
+    pub to_run: BTreeSet<Uuid>,
+    /// Instances created by this plan.
+    pub created: Vec<Uuid>,
+    /// Instances with a pod of an older template still waiting for the budget.
+    pub upgrade_pending: usize,
+}
+
+/// Decides what to do. Calling it again on the state the actions produce
+/// yields no further actions (the property tests check this).
+pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
+    let mut plan = Plan::default();
+    let app = &observed.app;
+
+    let (wiping, live): (Vec<&InstanceView>, Vec<&InstanceView>) =
+        observed.instances.values().partition(|i| {
+            app.wipe_all || i.wiping() || app.wipe_requested.contains(&i.uuid)
+        });
+    for instance in wiping {
+        plan_wipe(instance, &mut plan.actions);
+    }
+    if app.wipe_all {
+        return plan;
+    }
+
+    // A pod whose instance has neither claims nor volumes left (wiped, or
+    // never completed) is only stopped: its instance is not resurrected.
+    let (live, remnants): (Vec<&InstanceView>, Vec<&InstanceView>) = live
+        .into_iter()
+        .partition(|i| !i.claims.is_empty() || !i.volumes.is_empty());
+    for instance in remnants {
+        if let Some(pod) = instance.pod.as_ref().filter(|p| !p.deleting) {
+            plan.actions.push(Action::DeletePod {
+                instance: instance.uuid,
+                pod: pod.name.clone(),
+                reason: StopReason::Wipe,
+            });
+        }
+    }
+
+    let to_run = choose_instances_to_run(observed, &live);
+    for instance in &live {
+        ensure_claims(observed, instance, &mut plan.actions);
+        let Some(pod) = &instance.pod else {
+            if to_run.contains(&instance.uuid) {
+                plan.actions.push(Action::CreatePod {
+                    instance: instance.uuid,
+                });
+            }
+            continue;
+        };
+        if pod.deleting {
+            continue;
+        }
+        let reason = if !to_run.contains(&instance.uuid) {
+            Some(StopReason::ScaledDown)
+        } else if pod.finished {
+            Some(StopReason::Finished)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            plan.actions.push(Action::DeletePod {
+                instance: instance.uuid,
+                pod: pod.name.clone(),
+                reason,
+            });
+        }
+    }
+    plan_rollout(observed, &live, &to_run, &mut plan);
+
+    let missing = app.desired.saturating_sub(to_run.len());
+    plan.to_run = to_run;
+    for _ in 0..missing {
+        let uuid = new_uuid();
+        for volume in &app.volumes {
+            plan.actions.push(Action::CreateClaim {
+                instance: uuid,
+                volume: volume.clone(),
+                bind_to: None,
+            });
+        }
+        plan.actions.push(Action::CreatePod { instance: uuid });
+        plan.to_run.insert(uuid);
+        plan.created.push(uuid);
+    }
+    plan
+}
+
+fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {
+    let unmarked = instance.claims.values().any(|c| !c.wipe_marked && !c.deleting)
+        || instance.volumes.values().any(|v| !v.wipe_marked && !v.deleting);
+    if unmarked {
+        actions.push(Action::MarkForWipe {
+            instance: instance.uuid,
+        });
+    }
+    if let Some(pod) = instance.pod.as_ref().filter(|p| !p.deleting) {
+        actions.push(Action::DeletePod {
+            instance: instance.uuid,
+            pod: pod.name.clone(),
+            reason: StopReason::Wipe,
+        });
+    }
+    for claim in instance.claims.values().filter(|c| c.wipe_marked && !c.deleting) {
+        actions.push(Action::DeleteClaim {
+            instance: instance.uuid,
+            claim: claim.name.clone(),
+        });
+    }
+    for volume in instance.volumes.values().filter(|v| v.wipe_marked && !v.deleting) {
+        actions.push(Action::DeleteVolume {
+            instance: instance.uuid,
+            volume_object: volume.name.clone(),
+        });
+    }
+}
+
+/// Running instances stay (minus the ones `killSelection` stops); stopped
+/// instances are reused before new ones are created (I3).
+fn choose_instances_to_run(observed: &Observed, live: &[&InstanceView]) -> BTreeSet<Uuid> {
+    let desired = observed.app.desired;
+    let (mut running, mut stopped): (Vec<&InstanceView>, Vec<&InstanceView>) =
+        live.iter().partition(|i| i.pod.as_ref().is_some_and(|p| !p.deleting));
+
+    // Oldest first by start (then age, then uuid for a total order).
+    running.sort_by_key(|i| {
+        let started = i.pod.as_ref().and_then(|p| p.started_at).or(i.created);
+        (started.is_none(), started, i.created, i.uuid)
+    });
+    if observed.app.kill_selection == KillSelection::OldestFirst {
+        running.reverse();
+    }
+    // Running instances listed last are stopped first.
+    running.truncate(desired);
+
+    // Reuse stopped instances whose node can take them first, oldest first.
+    let reachable = |i: &&InstanceView| {
+        i.node
+            .as_ref()
+            .is_none_or(|n| observed.ready_nodes.contains(n))
+    };
+    stopped.sort_by_key(|i| (!reachable(i), i.created.is_none(), i.created, i.uuid));
+    let room = desired - running.len();
+    running
+        .into_iter()
+        .chain(stopped.into_iter().take(room))
+        .map(|i| i.uuid)
+        .collect()
+}
+
+fn ensure_claims(observed: &Observed, instance: &InstanceView, actions: &mut Vec<Action>) {
+    for volume in &observed.app.volumes {
+        let existing_volume = instance.volumes.get(volume).filter(|v| !v.deleting);
+        match instance.claims.get(volume) {
+            None => actions.push(Action::CreateClaim {
+                instance: instance.uuid,
+                volume: volume.clone(),
+                bind_to: existing_volume.map(|v| v.name.clone()),
+            }),
+            Some(claim) if !claim.deleting => {
+                if let Some(v) = existing_volume
+                    && v.claim_ref_stale
+                    && claim.bound_volume.is_none()
+                {
+                    actions.push(Action::RebindVolume {
+                        volume_object: v.name.clone(),
+                        claim: claim.name.clone(),
+                    });
+                }
+            }
+            Some(_) => {} // being deleted by someone: re-created once gone
+        }
+    }
+}
+
+/// Replaces pods of an older template in place, never taking more than
+/// `1 - minimumHealthCapacity` of the instances down at once.
+fn plan_rollout(observed: &Observed, live: &[&InstanceView], to_run: &BTreeSet<Uuid>, plan: &mut Plan) {
+    let app = &observed.app;
+    let target = to_run.len();
+    let keep_up = (target as f64 * app.minimum_health_capacity).ceil() as usize;
+    let mut budget = target.saturating_sub(keep_up);
+    if budget == 0 && target > 0 && app.minimum_health_capacity < 1.0 {
+        budget = 1;
+    }
+    let running: Vec<&&InstanceView> = live.iter().filter(|i| to_run.contains(&i.uuid)).collect();
+    let down = running
+        .iter()
+        .filter(|i| !i.pod.as_ref().is_some_and(|p| p.ready && !p.deleting))
+        .count()
+        + target.saturating_sub(running.len());
+    let mut room = budget.saturating_sub(down);
+
+    let outdated = running.iter().filter_map(|i| {
+        let pod = i.pod.as_ref()?;
+        (!pod.deleting && !pod.finished && pod.template_hash != app.template_hash)
+            .then_some((i, pod))
+    });
+    for (instance, pod) in outdated {
+        // A pod that is not ready is down already: replacing it costs nothing.
+        if pod.ready {
+            if room == 0 {
+                plan.upgrade_pending += 1;
+                continue;
+            }
+            room -= 1;
+        }
+        plan.actions.push(Action::DeletePod {
+            instance: instance.uuid,
+            pod: pod.name.clone(),
+            reason: StopReason::Upgrade,
+        });
+    }
+}

@@ -1,0 +1,69 @@
+//! Parsing of the `statefulapp.io/wipe` annotation: which instances the user
+//! asked to wipe, and what in the value is wrong (reported, never acted on).
+
+use crate::names::InstanceId;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WipeRequest {
+    /// Well-formed ids of this app.
+    pub valid: Vec<InstanceId>,
+    /// Entries that are malformed or name another app, with the reason.
+    pub rejected: Vec<String>,
+}
+
+/// Parses a comma-separated list of instance ids of `app`. An invalid entry
+/// rejects the whole request (nothing is wiped on a typo).
+pub fn parse_wipe_annotation(app: &str, value: &str) -> WipeRequest {
+    let mut request = WipeRequest::default();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.parse::<InstanceId>() {
+            Ok(id) if id.app == app => request.valid.push(id),
+            Ok(id) => request
+                .rejected
+                .push(format!("{entry:?} is an instance of app {:?}, not of {app:?}", id.app)),
+            Err(e) => request.rejected.push(e.to_string()),
+        }
+    }
+    if !request.rejected.is_empty() {
+        request.valid.clear();
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ID: &str = "postgres.f2419e31-018a-11e6-b721-0261677b407a";
+
+    #[test]
+    fn accepts_a_list_of_ids_of_the_app() {
+        let other = "postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d";
+        let request = parse_wipe_annotation("postgres", &format!(" {ID}, {other} ,"));
+        assert_eq!(request.valid.len(), 2);
+        assert!(request.rejected.is_empty());
+    }
+
+    #[test]
+    fn any_bad_entry_rejects_the_whole_request() {
+        for value in [
+            "garbage".to_string(),
+            format!("{ID},garbage"),
+            "mysql.f2419e31-018a-11e6-b721-0261677b407a".to_string(),
+            format!("{ID};{ID}"),
+        ] {
+            let request = parse_wipe_annotation("postgres", &value);
+            assert!(request.valid.is_empty(), "{value:?} wiped {:?}", request.valid);
+            assert!(!request.rejected.is_empty(), "{value:?} not reported");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_only_yields_ids_of_the_app(value in ".{0,200}") {
+            let request = parse_wipe_annotation("postgres", &value);
+            prop_assert!(request.valid.iter().all(|id| id.app == "postgres"));
+        }
+    }
+}

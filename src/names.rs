@@ -1,0 +1,236 @@
+//! Deterministic names, ids, labels and annotations.
+//!
+//! Every object of an instance is named from (app, instance uuid, volume) so
+//! that re-running any step finds the object it created before (I4). Strings
+//! that are not valid label values (persistenceIds) go in annotations.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+/// Label on pods, claims and volumes: the owning app's name.
+pub const LABEL_APP: &str = "statefulapp.io/app";
+/// Label on pods, claims and volumes: the instance uuid.
+pub const LABEL_INSTANCE: &str = "statefulapp.io/instance";
+/// Label on claims and volumes: the `spec.volumes[].name`.
+pub const LABEL_VOLUME: &str = "statefulapp.io/volume";
+/// Label on persistent volumes (cluster-scoped): the app's namespace.
+pub const LABEL_NAMESPACE: &str = "statefulapp.io/namespace";
+/// Label on persistent volumes: the node holding the data.
+pub const LABEL_NODE: &str = "statefulapp.io/node";
+
+/// Annotation on claims and volumes: `<app>#<volume>#<uuid>`.
+pub const ANNOTATION_PERSISTENCE_ID: &str = "statefulapp.io/persistence-id";
+/// Annotation on pods: hash of the template they were built from.
+pub const ANNOTATION_TEMPLATE_HASH: &str = "statefulapp.io/template-hash";
+/// Annotation the operator puts on claims and volumes whose instance is
+/// being wiped: the only mark that lets the node agent destroy data (I1).
+pub const ANNOTATION_WIPE_MARK: &str = "statefulapp.io/wiping";
+
+/// User annotation on a StatefulApp: instance ids to wipe (comma separated).
+pub const ANNOTATION_WIPE: &str = "statefulapp.io/wipe";
+/// User annotation on a StatefulApp: `"true"` destroys all data on deletion.
+pub const ANNOTATION_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
+
+/// Finalizer the node agent holds on the persistent volumes of its node.
+pub const FINALIZER_AGENT: &str = "statefulapp.io/node-agent";
+/// Finalizer on a StatefulApp whose deletion must wipe its data.
+pub const FINALIZER_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
+
+/// Field manager for every write of the operator.
+pub const FIELD_MANAGER: &str = "statefulapp-operator";
+
+/// An instance id `<app>.<uuid>`, the shape of a Marathon task id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    pub app: String,
+    pub uuid: Uuid,
+}
+
+impl InstanceId {
+    pub fn new(app: &str, uuid: Uuid) -> Self {
+        InstanceId {
+            app: app.to_string(),
+            uuid,
+        }
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.app, self.uuid.hyphenated())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{0:?} is not an instance id: expected <app>.<uuid>")]
+    Malformed(String),
+    #[error("{0:?} is not a persistenceId: expected <app>#<volume>#<uuid>")]
+    MalformedPersistenceId(String),
+}
+
+impl FromStr for InstanceId {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || IdError::Malformed(s.to_string());
+        // App names are DNS labels (no dots), so the last dot splits.
+        let (app, uuid) = s.rsplit_once('.').ok_or_else(malformed)?;
+        if !is_dns_label(app) || uuid.len() != 36 {
+            return Err(malformed());
+        }
+        let uuid = Uuid::parse_str(uuid).map_err(|_| malformed())?;
+        Ok(InstanceId::new(app, uuid))
+    }
+}
+
+/// A persistenceId `<app>#<volume>#<uuid>`, as Marathon writes them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PersistenceId {
+    pub app: String,
+    pub volume: String,
+    pub uuid: Uuid,
+}
+
+impl PersistenceId {
+    /// The persistenceId of `volume` of an instance. Derived (UUIDv5), so a
+    /// claim re-created after a crash or a manual delete gets the same one.
+    pub fn of(instance: &InstanceId, volume: &str) -> Self {
+        PersistenceId {
+            app: instance.app.clone(),
+            volume: volume.to_string(),
+            uuid: Uuid::new_v5(&instance.uuid, volume.as_bytes()),
+        }
+    }
+}
+
+impl fmt::Display for PersistenceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}#{}", self.app, self.volume, self.uuid.hyphenated())
+    }
+}
+
+impl FromStr for PersistenceId {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || IdError::MalformedPersistenceId(s.to_string());
+        let mut parts = s.split('#');
+        let (Some(app), Some(volume), Some(uuid), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        if !is_dns_label(app) || !is_dns_label(volume) || uuid.len() != 36 {
+            return Err(malformed());
+        }
+        let uuid = Uuid::parse_str(uuid).map_err(|_| malformed())?;
+        Ok(PersistenceId {
+            app: app.to_string(),
+            volume: volume.to_string(),
+            uuid,
+        })
+    }
+}
+
+/// RFC 1123 label: lowercase alphanumerics and '-', 1..=63, alnum at both ends.
+pub fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Pod of an instance: `<app>-<uuid>` (the task id with '-' for '.').
+pub fn pod_name(instance: &InstanceId) -> String {
+    format!("{}-{}", instance.app, instance.uuid.hyphenated())
+}
+
+/// Claim of one volume of an instance: `<app>-<uuid>-<volume>`.
+pub fn claim_name(instance: &InstanceId, volume: &str) -> String {
+    format!("{}-{}-{}", instance.app, instance.uuid.hyphenated(), volume)
+}
+
+/// Persistent volume of a persistenceId: `sapp-<uuid>` (cluster-scoped, so
+/// the globally unique uuid alone names it).
+pub fn volume_name(persistence: &PersistenceId) -> String {
+    format!("sapp-{}", persistence.uuid.hyphenated())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn instance() -> InstanceId {
+        InstanceId::new(
+            "postgres",
+            Uuid::parse_str("f2419e31-018a-11e6-b721-0261677b407a").unwrap(),
+        )
+    }
+
+    #[test]
+    fn instance_id_has_the_marathon_task_shape() {
+        assert_eq!(
+            instance().to_string(),
+            "postgres.f2419e31-018a-11e6-b721-0261677b407a"
+        );
+        assert_eq!(instance().to_string().parse::<InstanceId>().unwrap(), instance());
+    }
+
+    #[test]
+    fn malformed_instance_ids_are_rejected() {
+        for bad in [
+            "",
+            "postgres",
+            "postgres.",
+            ".f2419e31-018a-11e6-b721-0261677b407a",
+            "Postgres.f2419e31-018a-11e6-b721-0261677b407a",
+            "postgres.f2419e31018a11e6b7210261677b407a",
+            "postgres.not-a-uuid-at-all-but-36-chars-long",
+            "../etc.f2419e31-018a-11e6-b721-0261677b407a",
+        ] {
+            assert!(bad.parse::<InstanceId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn persistence_id_is_stable_per_instance_and_volume() {
+        let a = PersistenceId::of(&instance(), "pgdata");
+        assert_eq!(a, PersistenceId::of(&instance(), "pgdata"));
+        assert_ne!(a.uuid, PersistenceId::of(&instance(), "wal").uuid);
+        assert!(a.to_string().starts_with("postgres#pgdata#"));
+        assert_eq!(a.to_string().parse::<PersistenceId>().unwrap(), a);
+    }
+
+    #[test]
+    fn object_names_are_valid_for_the_longest_allowed_inputs() {
+        // App names are at most 40 characters, volume names at most 32.
+        let app = "a".repeat(40);
+        let id = InstanceId::new(&app, Uuid::new_v4());
+        let volume = "v".repeat(32);
+        assert!(pod_name(&id).len() <= 253);
+        assert!(claim_name(&id, &volume).len() <= 253);
+        assert!(is_dns_label(&volume_name(&PersistenceId::of(&id, &volume))));
+    }
+
+    proptest! {
+        #[test]
+        fn instance_id_round_trips(app in "[a-z]([a-z0-9-]{0,38}[a-z0-9])?", raw in any::<u128>()) {
+            let id = InstanceId::new(&app, Uuid::from_u128(raw));
+            prop_assert_eq!(id.to_string().parse::<InstanceId>().unwrap(), id);
+        }
+
+        #[test]
+        fn parsing_never_panics(s in ".*") {
+            let _ = s.parse::<InstanceId>();
+            let _ = s.parse::<PersistenceId>();
+        }
+    }
+}

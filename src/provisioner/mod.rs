@@ -1,0 +1,158 @@
+//! Dynamic provisioner for the `WaitForFirstConsumer` StorageClass: once the
+//! scheduler has picked a node for a claim, creates a node-local persistent
+//! volume pinned to that node (reclaim `Retain`, the node agent's finalizer
+//! set from birth). It also re-creates a volume object deleted by hand for a
+//! claim still bound to it: the data directory was kept, so nothing is lost.
+//! It never deletes volumes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::names::{
+    ANNOTATION_PERSISTENCE_ID, ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_APP, LABEL_INSTANCE,
+    LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId, volume_name,
+};
+use crate::{Error, Result};
+
+/// Annotation on volumes: the data directory, relative to the agent's base dir.
+pub const ANNOTATION_DIRECTORY: &str = "statefulapp.io/directory";
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+
+pub struct Provisioner {
+    pub client: Client,
+    /// The `provisioner` field of our StorageClass.
+    pub name: String,
+    /// Base directory of volumes on every node (the agents' `--base-dir`).
+    pub base_dir: String,
+}
+
+pub async fn run(provisioner: Arc<Provisioner>) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(provisioner.client.clone());
+    Controller::new(claims, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, provisioner)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(claim: Arc<PersistentVolumeClaim>, error: &Error, _: Arc<Provisioner>) -> Requeue {
+    tracing::warn!(claim = %claim.name_any(), %error, "provisioning failed, retrying");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> Result<Requeue> {
+    let ours = claim.annotations().get(STORAGE_PROVISIONER) == Some(&ctx.name);
+    if !ours || claim.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let Some(node) = claim.annotations().get(SELECTED_NODE) else {
+        return Ok(Requeue::await_change()); // the scheduler has not placed it yet
+    };
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let bound_to = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
+    let name = match &bound_to {
+        Some(name) => name.clone(),
+        None => volume_name_for(&claim),
+    };
+    if volumes.get_opt(&name).await?.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let volume = volume_for(&claim, &name, node, &ctx)?;
+    match volumes.create(&PostParams::default(), &volume).await {
+        Ok(_) => tracing::info!(volume = %name, %node, "provisioned"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Requeue::await_change())
+}
+
+fn persistence_id(claim: &PersistentVolumeClaim) -> Option<PersistenceId> {
+    claim.annotations().get(ANNOTATION_PERSISTENCE_ID)?.parse().ok()
+}
+
+fn volume_name_for(claim: &PersistentVolumeClaim) -> String {
+    match persistence_id(claim) {
+        Some(id) => volume_name(&id),
+        None => format!("pvc-{}", claim.uid().unwrap_or_default()),
+    }
+}
+
+/// `<namespace>/<persistenceId>` for StatefulApp claims, else
+/// `<namespace>/<claim>-<uid>`: unique, and safe as a path (validated names).
+fn directory_for(claim: &PersistentVolumeClaim) -> String {
+    let ns = claim.namespace().unwrap_or_default();
+    match persistence_id(claim) {
+        Some(id) => format!("{ns}/{id}"),
+        None => format!("{ns}/{}-{}", claim.name_any(), claim.uid().unwrap_or_default()),
+    }
+}
+
+fn volume_for(
+    claim: &PersistentVolumeClaim,
+    name: &str,
+    node: &str,
+    ctx: &Provisioner,
+) -> Result<PersistentVolume> {
+    let spec = claim
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("claim without spec".into()))?;
+    let size = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .ok_or_else(|| Error::Invalid("claim without a storage request".into()))?;
+    let mut labels: BTreeMap<String, String> = claim
+        .labels()
+        .iter()
+        .filter(|(k, _)| [LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(LABEL_NAMESPACE.into(), claim.namespace().unwrap_or_default());
+    labels.insert(LABEL_NODE.into(), node.into());
+    let directory = directory_for(claim);
+    let mut annotations = BTreeMap::from([
+        ("pv.kubernetes.io/provisioned-by".to_string(), ctx.name.clone()),
+        (ANNOTATION_DIRECTORY.to_string(), directory.clone()),
+    ]);
+    for key in [ANNOTATION_PERSISTENCE_ID, ANNOTATION_WIPE_MARK] {
+        if let Some(value) = claim.annotations().get(key) {
+            annotations.insert(key.to_string(), value.clone());
+        }
+    }
+    let volume = json!({
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": annotations,
+            "finalizers": [FINALIZER_AGENT],
+        },
+        "spec": {
+            "capacity": { "storage": size },
+            "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": spec.storage_class_name,
+            "volumeMode": "Filesystem",
+            "local": { "path": format!("{}/{directory}", ctx.base_dir.trim_end_matches('/')) },
+            "claimRef": {
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid(),
+            },
+            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+                { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] },
+            ]}]}},
+        },
+    });
+    Ok(serde_json::from_value(volume)?)
+}
