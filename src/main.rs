@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use statefulapp_operator::{agent, controller, crdgen, provisioner};
 
 #[derive(Parser)]
-#[command(name = "statefulapp-operator", version, about = "Marathon-style stateful services on Kubernetes")]
+#[command(
+    name = "statefulapp-operator",
+    version,
+    about = "Marathon-style stateful services on Kubernetes"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "LOG_JSON")]
@@ -66,7 +70,9 @@ async fn main() -> anyhow::Result<()> {
             volume_base_dir,
         } => {
             init_tracing(cli.log_json);
-            let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes")?;
             let ctx = Arc::new(controller::Context::new(client.clone(), storage_class));
             let provisioner = Arc::new(provisioner::Provisioner {
                 client,
@@ -78,11 +84,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Agent { node, base_dir } => {
             init_tracing(cli.log_json);
-            let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes")?;
             std::fs::create_dir_all(&base_dir)
                 .with_context(|| format!("creating base dir {}", base_dir.display()))?;
             tracing::info!(%node, base_dir = %base_dir.display(), "node agent started");
-            agent::run(Arc::new(agent::Agent { client, node, base_dir })).await;
+            agent::run(Arc::new(agent::Agent {
+                client,
+                node,
+                base_dir,
+            }))
+            .await;
         }
     }
     Ok(())

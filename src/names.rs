@@ -181,7 +181,10 @@ mod tests {
             instance().to_string(),
             "postgres.f2419e31-018a-11e6-b721-0261677b407a"
         );
-        assert_eq!(instance().to_string().parse::<InstanceId>().unwrap(), instance());
+        assert_eq!(
+            instance().to_string().parse::<InstanceId>().unwrap(),
+            instance()
+        );
     }
 
     #[test]

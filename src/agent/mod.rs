@@ -51,7 +51,10 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
     let dir = data_dir(&agent.base_dir, relative)?;
     let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
     if pv.metadata.deletion_timestamp.is_none() {
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
         if !has_finalizer {
             set_finalizer(&agent.client, &pv, true).await?;
         }
@@ -89,7 +92,11 @@ async fn set_finalizer(client: &Client, pv: &PersistentVolume, present: bool) ->
         "finalizers": finalizers, "resourceVersion": pv.resource_version(),
     }});
     Api::<PersistentVolume>::all(client.clone())
-        .patch(&pv.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &pv.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     Ok(())
 }

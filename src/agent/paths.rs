@@ -12,9 +12,9 @@ fn is_safe_component(part: &str) -> bool {
     !part.is_empty()
         && part.len() <= 253
         && !part.starts_with('.')
-        && part
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'#' | b'.'))
+        && part.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'#' | b'.')
+        })
 }
 
 /// `base/<namespace>/<name>` for a volume's `statefulapp.io/directory`
@@ -39,15 +39,35 @@ mod tests {
     #[test]
     fn accepts_the_directories_the_provisioner_makes() {
         let base = Path::new("/var/lib/statefulapp");
-        let dir = data_dir(base, "default/postgres#pgdata#f2415010-018a-11e6-b721-0261677b407a").unwrap();
-        assert_eq!(dir, base.join("default").join("postgres#pgdata#f2415010-018a-11e6-b721-0261677b407a"));
+        let dir = data_dir(
+            base,
+            "default/postgres#pgdata#f2415010-018a-11e6-b721-0261677b407a",
+        )
+        .unwrap();
+        assert_eq!(
+            dir,
+            base.join("default")
+                .join("postgres#pgdata#f2415010-018a-11e6-b721-0261677b407a")
+        );
     }
 
     #[test]
     fn refuses_paths_that_could_escape_the_base_dir() {
         let base = Path::new("/var/lib/statefulapp");
-        for bad in ["", "..", "../etc", "default/..", "default/../../etc", "/etc/passwd", "default/a/b",
-                    "default/.hidden", "default/", "/default/x", "default/x\0y", "default/A"] {
+        for bad in [
+            "",
+            "..",
+            "../etc",
+            "default/..",
+            "default/../../etc",
+            "/etc/passwd",
+            "default/a/b",
+            "default/.hidden",
+            "default/",
+            "/default/x",
+            "default/x\0y",
+            "default/A",
+        ] {
             assert!(data_dir(base, bad).is_err(), "{bad:?} accepted");
         }
     }

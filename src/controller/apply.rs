@@ -17,8 +17,8 @@ use super::observed::Observed;
 use super::plan::Action;
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK,
-    InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId, claim_name, pod_name,
+    ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId,
+    LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId, claim_name, pod_name,
 };
 use crate::{Error, Result};
 
@@ -73,7 +73,11 @@ impl Applier<'_> {
                 }}});
                 ignore_missing(
                     volumes
-                        .patch(volume_object, &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch(
+                            volume_object,
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
                         .await,
                 )?;
             }
@@ -85,19 +89,33 @@ impl Applier<'_> {
                 ignore_missing(pods.delete(pod, &DeleteParams::default()).await.map(|_| ()))?;
             }
             Action::MarkForWipe { instance } => {
-                let patch = json!({ "metadata": { "annotations": { ANNOTATION_WIPE_MARK: "true" } } });
+                let patch =
+                    json!({ "metadata": { "annotations": { ANNOTATION_WIPE_MARK: "true" } } });
                 let params = PatchParams::default();
                 if let Some(view) = self.observed.instances.get(instance) {
                     for claim in view.claims.values().filter(|c| !c.wipe_marked) {
-                        ignore_missing(claims.patch(&claim.name, &params, &Patch::Merge(&patch)).await)?;
+                        ignore_missing(
+                            claims
+                                .patch(&claim.name, &params, &Patch::Merge(&patch))
+                                .await,
+                        )?;
                     }
                     for pv in view.volumes.values().filter(|v| !v.wipe_marked) {
-                        ignore_missing(volumes.patch(&pv.name, &params, &Patch::Merge(&patch)).await)?;
+                        ignore_missing(
+                            volumes
+                                .patch(&pv.name, &params, &Patch::Merge(&patch))
+                                .await,
+                        )?;
                     }
                 }
             }
             Action::DeleteClaim { claim, .. } => {
-                ignore_missing(claims.delete(claim, &DeleteParams::default()).await.map(|_| ()))?;
+                ignore_missing(
+                    claims
+                        .delete(claim, &DeleteParams::default())
+                        .await
+                        .map(|_| ()),
+                )?;
             }
             Action::DeleteVolume { volume_object, .. } => {
                 ignore_missing(
@@ -111,7 +129,12 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn claim(&self, uuid: Uuid, volume: &str, bind_to: Option<String>) -> Result<PersistentVolumeClaim> {
+    fn claim(
+        &self,
+        uuid: Uuid,
+        volume: &str,
+        bind_to: Option<String>,
+    ) -> Result<PersistentVolumeClaim> {
         let instance = self.instance(uuid);
         let spec = self
             .app
@@ -143,7 +166,10 @@ impl Applier<'_> {
         let instance = self.instance(uuid);
         let template = &self.app.spec.template;
         let mut metadata = template.metadata.clone().unwrap_or_default();
-        metadata.labels.get_or_insert_default().extend(self.labels(uuid, None));
+        metadata
+            .labels
+            .get_or_insert_default()
+            .extend(self.labels(uuid, None));
         metadata.annotations.get_or_insert_default().insert(
             ANNOTATION_TEMPLATE_HASH.to_string(),
             self.observed.app.template_hash.clone(),
@@ -168,11 +194,14 @@ impl Applier<'_> {
                     .as_ref()
                     .is_none_or(|names| names.contains(&container.name));
                 if wanted {
-                    container.volume_mounts.get_or_insert_default().push(VolumeMount {
-                        name: pod_volume.clone(),
-                        mount_path: volume.mount_path.clone(),
-                        ..Default::default()
-                    });
+                    container
+                        .volume_mounts
+                        .get_or_insert_default()
+                        .push(VolumeMount {
+                            name: pod_volume.clone(),
+                            mount_path: volume.mount_path.clone(),
+                            ..Default::default()
+                        });
                 }
             }
         }

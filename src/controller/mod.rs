@@ -73,11 +73,15 @@ pub async fn run(ctx: Arc<Context>) {
                 Some(ObjectRef::new(app).within(&claim.namespace()?))
             },
         )
-        .watches(Api::<PersistentVolume>::all(client.clone()), labelled, |pv| {
-            let app = pv.labels().get(LABEL_APP)?;
-            let ns = pv.labels().get(LABEL_NAMESPACE)?;
-            Some(ObjectRef::new(app).within(ns))
-        })
+        .watches(
+            Api::<PersistentVolume>::all(client.clone()),
+            labelled,
+            |pv| {
+                let app = pv.labels().get(LABEL_APP)?;
+                let ns = pv.labels().get(LABEL_NAMESPACE)?;
+                Some(ObjectRef::new(app).within(ns))
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -104,7 +108,10 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
         .annotations()
         .get(ANNOTATION_WIPE_ON_DELETE)
         .is_some_and(|v| v == "true");
-    let has_finalizer = app.finalizers().iter().any(|f| f == FINALIZER_WIPE_ON_DELETE);
+    let has_finalizer = app
+        .finalizers()
+        .iter()
+        .any(|f| f == FINALIZER_WIPE_ON_DELETE);
     if deleting && !has_finalizer {
         return Ok(Requeue::await_change());
     }
@@ -115,7 +122,9 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
     let objects = list_objects(&ctx.client, &ns, &name).await?;
     let wipe = parse_wipe_annotation(
         &name,
-        app.annotations().get(ANNOTATION_WIPE).map_or("", String::as_str),
+        app.annotations()
+            .get(ANNOTATION_WIPE)
+            .map_or("", String::as_str),
     );
     let observed = observe(&app, &wipe, &objects, Timestamp::now());
     let plan = plan(&observed, &mut Uuid::new_v4);
@@ -158,24 +167,39 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
         apps.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    if !wipe.rejected.is_empty() && previous.conditions.iter().all(|c| c.reason != "InvalidWipeRequest") {
-        warn(&ctx, &app, "InvalidWipeRequest", &format!(
-            "ignoring {ANNOTATION_WIPE}: {}; nothing was wiped",
-            wipe.rejected.join("; ")
-        ))
+    if !wipe.rejected.is_empty()
+        && previous
+            .conditions
+            .iter()
+            .all(|c| c.reason != "InvalidWipeRequest")
+    {
+        warn(
+            &ctx,
+            &app,
+            "InvalidWipeRequest",
+            &format!(
+                "ignoring {ANNOTATION_WIPE}: {}; nothing was wiped",
+                wipe.rejected.join("; ")
+            ),
+        )
         .await;
     }
 
     // Converging work is driven by watches; the timer catches node changes.
     let settled = plan.actions.is_empty();
-    Ok(Requeue::requeue(Duration::from_secs(if settled { 30 } else { 2 })))
+    Ok(Requeue::requeue(Duration::from_secs(if settled {
+        30
+    } else {
+        2
+    })))
 }
 
 async fn list_objects(client: &Client, ns: &str, app: &str) -> Result<ClusterObjects> {
     // Listed from the API server, not a cache: a reconcile never plans from a
     // view that misses objects it created a moment ago (no duplicates, I4).
     let by_app = ListParams::default().labels(&format!("{LABEL_APP}={app}"));
-    let volumes = ListParams::default().labels(&format!("{LABEL_APP}={app},{LABEL_NAMESPACE}={ns}"));
+    let volumes =
+        ListParams::default().labels(&format!("{LABEL_APP}={app},{LABEL_NAMESPACE}={ns}"));
     let all = ListParams::default();
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
@@ -209,44 +233,81 @@ async fn set_finalizer(apps: &Api<StatefulApp>, app: &StatefulApp, present: bool
     let patch = json!({ "metadata": {
         "finalizers": finalizers, "resourceVersion": app.resource_version(),
     }});
-    apps.patch(&app.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    apps.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 async fn publish(ctx: &Context, app: &StatefulApp, action: &Action) {
     let id = |uuid: &Uuid| InstanceId::new(&app.name_any(), *uuid).to_string();
     let (reason, note) = match action {
-        Action::CreateClaim { instance, volume, bind_to: None } => {
-            ("ReservingVolume", format!("reserving volume {volume} for instance {}", id(instance)))
-        }
-        Action::CreateClaim { instance, volume, bind_to: Some(pv) } => (
-            "ReattachingVolume",
-            format!("re-creating the claim of volume {volume} of instance {} on {pv}", id(instance)),
+        Action::CreateClaim {
+            instance,
+            volume,
+            bind_to: None,
+        } => (
+            "ReservingVolume",
+            format!("reserving volume {volume} for instance {}", id(instance)),
         ),
-        Action::RebindVolume { volume_object, claim } => {
-            ("ReattachingVolume", format!("binding {volume_object} to re-created claim {claim}"))
+        Action::CreateClaim {
+            instance,
+            volume,
+            bind_to: Some(pv),
+        } => (
+            "ReattachingVolume",
+            format!(
+                "re-creating the claim of volume {volume} of instance {} on {pv}",
+                id(instance)
+            ),
+        ),
+        Action::RebindVolume {
+            volume_object,
+            claim,
+        } => (
+            "ReattachingVolume",
+            format!("binding {volume_object} to re-created claim {claim}"),
+        ),
+        Action::CreatePod { instance } => {
+            ("Starting", format!("starting instance {}", id(instance)))
         }
-        Action::CreatePod { instance } => ("Starting", format!("starting instance {}", id(instance))),
-        Action::DeletePod { instance, reason, .. } => {
+        Action::DeletePod {
+            instance, reason, ..
+        } => {
             let why = match reason {
                 StopReason::ScaledDown => "scaled down; it keeps its node and volumes",
                 StopReason::Upgrade => "relaunching with the new template",
                 StopReason::Finished => "its pod ended; relaunching",
                 StopReason::Wipe => "wiping",
             };
-            ("Stopping", format!("stopping instance {}: {why}", id(instance)))
+            (
+                "Stopping",
+                format!("stopping instance {}: {why}", id(instance)),
+            )
         }
         Action::MarkForWipe { instance } => (
             "Wiping",
-            format!("wiping instance {}: its volumes and data will be destroyed", id(instance)),
+            format!(
+                "wiping instance {}: its volumes and data will be destroyed",
+                id(instance)
+            ),
         ),
-        Action::DeleteClaim { instance, claim } => {
-            ("Wiping", format!("deleting claim {claim} of instance {}", id(instance)))
-        }
-        Action::DeleteVolume { instance, volume_object } => (
+        Action::DeleteClaim { instance, claim } => (
             "Wiping",
-            format!("destroying volume {volume_object} of instance {}", id(instance)),
+            format!("deleting claim {claim} of instance {}", id(instance)),
+        ),
+        Action::DeleteVolume {
+            instance,
+            volume_object,
+        } => (
+            "Wiping",
+            format!(
+                "destroying volume {volume_object} of instance {}",
+                id(instance)
+            ),
         ),
     };
     emit(ctx, app, EventType::Normal, reason, &note).await;

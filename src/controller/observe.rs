@@ -30,7 +30,12 @@ pub fn template_hash(app: &StatefulApp) -> String {
     hex::encode(&Sha256::digest(&input)[..8])
 }
 
-pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, now: Timestamp) -> Observed {
+pub fn observe(
+    app: &StatefulApp,
+    wipe: &WipeRequest,
+    objects: &ClusterObjects,
+    now: Timestamp,
+) -> Observed {
     let deleting = app.metadata.deletion_timestamp.is_some();
     let wipe_on_delete = app
         .annotations()
@@ -38,7 +43,11 @@ pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, 
         .is_some_and(|v| v == "true");
     let view = AppView {
         name: app.name_any(),
-        desired: if deleting { 0 } else { app.spec.instances.max(0) as usize },
+        desired: if deleting {
+            0
+        } else {
+            app.spec.instances.max(0) as usize
+        },
         volumes: app.spec.volumes.iter().map(|v| v.name.clone()).collect(),
         template_hash: template_hash(app),
         kill_selection: app.spec.kill_selection,
@@ -73,7 +82,11 @@ pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, 
         let Some((uuid, volume)) = instance_and_volume(claim.labels()) else {
             continue;
         };
-        let instance = instance_entry(&mut observed, uuid, created(claim.metadata.creation_timestamp.as_ref()));
+        let instance = instance_entry(
+            &mut observed,
+            uuid,
+            created(claim.metadata.creation_timestamp.as_ref()),
+        );
         if instance.node.is_none() {
             instance.node = claim
                 .annotations()
@@ -84,9 +97,13 @@ pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, 
             volume,
             ClaimView {
                 name: claim.name_any(),
-                bound_volume: claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|_| {
-                    claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
-                }),
+                bound_volume: claim
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.clone())
+                    .filter(|_| {
+                        claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                    }),
                 wipe_marked: claim.annotations().contains_key(ANNOTATION_WIPE_MARK),
                 deleting: claim.metadata.deletion_timestamp.is_some(),
             },
@@ -99,7 +116,11 @@ pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, 
         let node = pv.labels().get(LABEL_NODE).cloned();
         let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         let claim_name = claim_ref.and_then(|r| r.name.clone());
-        let instance = instance_entry(&mut observed, uuid, created(pv.metadata.creation_timestamp.as_ref()));
+        let instance = instance_entry(
+            &mut observed,
+            uuid,
+            created(pv.metadata.creation_timestamp.as_ref()),
+        );
         if node.is_some() {
             // The volume's node affinity is the authority on placement.
             instance.node = node.clone();
@@ -152,7 +173,11 @@ pub fn observe(app: &StatefulApp, wipe: &WipeRequest, objects: &ClusterObjects, 
         };
         // A pod without claims or volumes belongs to no known instance: it
         // is listed so that it gets stopped, never adopted as a new instance.
-        let instance = instance_entry(&mut observed, uuid, created(pod.metadata.creation_timestamp.as_ref()));
+        let instance = instance_entry(
+            &mut observed,
+            uuid,
+            created(pod.metadata.creation_timestamp.as_ref()),
+        );
         if instance.node.is_none() {
             instance.node = view.node.clone();
         }
@@ -165,11 +190,18 @@ fn created(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> 
     t.map(|t| t.0)
 }
 
-fn instance_entry(observed: &mut Observed, uuid: Uuid, created: Option<Timestamp>) -> &mut InstanceView {
-    let instance = observed.instances.entry(uuid).or_insert_with(|| InstanceView {
-        uuid,
-        ..Default::default()
-    });
+fn instance_entry(
+    observed: &mut Observed,
+    uuid: Uuid,
+    created: Option<Timestamp>,
+) -> &mut InstanceView {
+    let instance = observed
+        .instances
+        .entry(uuid)
+        .or_insert_with(|| InstanceView {
+            uuid,
+            ..Default::default()
+        });
     instance.created = match (instance.created, created) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -177,7 +209,9 @@ fn instance_entry(observed: &mut Observed, uuid: Uuid, created: Option<Timestamp
     instance
 }
 
-fn instance_and_volume(labels: &std::collections::BTreeMap<String, String>) -> Option<(Uuid, String)> {
+fn instance_and_volume(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<(Uuid, String)> {
     let uuid = Uuid::parse_str(labels.get(LABEL_INSTANCE)?).ok()?;
     Some((uuid, labels.get(LABEL_VOLUME)?.clone()))
 }

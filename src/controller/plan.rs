@@ -19,8 +19,13 @@ pub enum Action {
         bind_to: Option<String>,
     },
     /// Point an existing persistent volume at its re-created claim.
-    RebindVolume { volume_object: String, claim: String },
-    CreatePod { instance: Uuid },
+    RebindVolume {
+        volume_object: String,
+        claim: String,
+    },
+    CreatePod {
+        instance: Uuid,
+    },
     DeletePod {
         instance: Uuid,
         pod: String,
@@ -28,9 +33,17 @@ pub enum Action {
     },
     /// Put the wipe mark on every claim and volume of the instance. Nothing
     /// is deleted before the marks are stored, so a crash mid-wipe resumes.
-    MarkForWipe { instance: Uuid },
-    DeleteClaim { instance: Uuid, claim: String },
-    DeleteVolume { instance: Uuid, volume_object: String },
+    MarkForWipe {
+        instance: Uuid,
+    },
+    DeleteClaim {
+        instance: Uuid,
+        claim: String,
+    },
+    DeleteVolume {
+        instance: Uuid,
+        volume_object: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,10 +74,10 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
     let mut plan = Plan::default();
     let app = &observed.app;
 
-    let (wiping, live): (Vec<&InstanceView>, Vec<&InstanceView>) =
-        observed.instances.values().partition(|i| {
-            app.wipe_all || i.wiping() || app.wipe_requested.contains(&i.uuid)
-        });
+    let (wiping, live): (Vec<&InstanceView>, Vec<&InstanceView>) = observed
+        .instances
+        .values()
+        .partition(|i| app.wipe_all || i.wiping() || app.wipe_requested.contains(&i.uuid));
     for instance in wiping {
         plan_wipe(instance, &mut plan.actions);
     }
@@ -137,8 +150,14 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
 }
 
 fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {
-    let unmarked = instance.claims.values().any(|c| !c.wipe_marked && !c.deleting)
-        || instance.volumes.values().any(|v| !v.wipe_marked && !v.deleting);
+    let unmarked = instance
+        .claims
+        .values()
+        .any(|c| !c.wipe_marked && !c.deleting)
+        || instance
+            .volumes
+            .values()
+            .any(|v| !v.wipe_marked && !v.deleting);
     if unmarked {
         actions.push(Action::MarkForWipe {
             instance: instance.uuid,
@@ -151,13 +170,21 @@ fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {
             reason: StopReason::Wipe,
         });
     }
-    for claim in instance.claims.values().filter(|c| c.wipe_marked && !c.deleting) {
+    for claim in instance
+        .claims
+        .values()
+        .filter(|c| c.wipe_marked && !c.deleting)
+    {
         actions.push(Action::DeleteClaim {
             instance: instance.uuid,
             claim: claim.name.clone(),
         });
     }
-    for volume in instance.volumes.values().filter(|v| v.wipe_marked && !v.deleting) {
+    for volume in instance
+        .volumes
+        .values()
+        .filter(|v| v.wipe_marked && !v.deleting)
+    {
         actions.push(Action::DeleteVolume {
             instance: instance.uuid,
             volume_object: volume.name.clone(),
@@ -169,8 +196,9 @@ fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {
 /// instances are reused before new ones are created (I3).
 fn choose_instances_to_run(observed: &Observed, live: &[&InstanceView]) -> BTreeSet<Uuid> {
     let desired = observed.app.desired;
-    let (mut running, mut stopped): (Vec<&InstanceView>, Vec<&InstanceView>) =
-        live.iter().partition(|i| i.pod.as_ref().is_some_and(|p| !p.deleting));
+    let (mut running, mut stopped): (Vec<&InstanceView>, Vec<&InstanceView>) = live
+        .iter()
+        .partition(|i| i.pod.as_ref().is_some_and(|p| !p.deleting));
 
     // Oldest first by start (then age, then uuid for a total order).
     running.sort_by_key(|i| {
@@ -225,7 +253,12 @@ fn ensure_claims(observed: &Observed, instance: &InstanceView, actions: &mut Vec
 
 /// Replaces pods of an older template in place, never taking more than
 /// `1 - minimumHealthCapacity` of the instances down at once.
-fn plan_rollout(observed: &Observed, live: &[&InstanceView], to_run: &BTreeSet<Uuid>, plan: &mut Plan) {
+fn plan_rollout(
+    observed: &Observed,
+    live: &[&InstanceView],
+    to_run: &BTreeSet<Uuid>,
+    plan: &mut Plan,
+) {
     let app = &observed.app;
     let target = to_run.len();
     let keep_up = (target as f64 * app.minimum_health_capacity).ceil() as usize;

@@ -43,26 +43,65 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
     let converged = input.plan.actions.is_empty() && ready == desired && running == desired;
     let mut conditions = Vec::new();
     let (progressing, progress_reason, progress_message) = if converged {
-        (false, "Complete", format!("{running} of {desired} instances running"))
+        (
+            false,
+            "Complete",
+            format!("{running} of {desired} instances running"),
+        )
     } else if input.plan.upgrade_pending > 0 {
-        (true, "RollingUpdate", format!("{} instances wait for the upgrade", input.plan.upgrade_pending))
+        (
+            true,
+            "RollingUpdate",
+            format!(
+                "{} instances wait for the upgrade",
+                input.plan.upgrade_pending
+            ),
+        )
     } else {
-        (true, "Reconciling", format!("{running} of {desired} instances running, {ready} ready"))
+        (
+            true,
+            "Reconciling",
+            format!("{running} of {desired} instances running, {ready} ready"),
+        )
     };
-    conditions.push(condition(input, "Ready", ready >= desired && running == desired, if ready >= desired { "InstancesReady" } else { "InstancesNotReady" }, &format!("{ready} of {desired} instances ready")));
-    conditions.push(condition(input, "Progressing", progressing, progress_reason, &progress_message));
+    conditions.push(condition(
+        input,
+        "Ready",
+        ready >= desired && running == desired,
+        if ready >= desired {
+            "InstancesReady"
+        } else {
+            "InstancesNotReady"
+        },
+        &format!("{ready} of {desired} instances ready"),
+    ));
+    conditions.push(condition(
+        input,
+        "Progressing",
+        progressing,
+        progress_reason,
+        &progress_message,
+    ));
     let (degraded, degraded_reason, degraded_message) = if !input.input_errors.is_empty() {
         (true, "InvalidWipeRequest", input.input_errors.join("; "))
     } else if unreachable > 0 {
         (
             true,
             "NodeLost",
-            format!("{unreachable} instances are on lost nodes: they keep their data and wait for the node (nodeLossPolicy Wait), or wipe them with the statefulapp.io/wipe annotation"),
+            format!(
+                "{unreachable} instances are on lost nodes: they keep their data and wait for the node (nodeLossPolicy Wait), or wipe them with the statefulapp.io/wipe annotation"
+            ),
         )
     } else {
         (false, "AsExpected", String::new())
     };
-    conditions.push(condition(input, "Degraded", degraded, degraded_reason, &degraded_message));
+    conditions.push(condition(
+        input,
+        "Degraded",
+        degraded,
+        degraded_reason,
+        &degraded_message,
+    ));
 
     StatefulAppStatus {
         observed_generation: input.generation,
@@ -118,7 +157,13 @@ fn instance_status(observed: &Observed, input: &StatusInput, i: &InstanceView) -
     }
 }
 
-fn condition(input: &StatusInput, type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+fn condition(
+    input: &StatusInput,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) -> Condition {
     let status = if status { "True" } else { "False" }.to_string();
     let previous = input.previous.iter().find(|c| c.type_ == type_);
     // The transition time only moves when the status flips.

@@ -18,9 +18,10 @@ pub fn parse_wipe_annotation(app: &str, value: &str) -> WipeRequest {
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         match entry.parse::<InstanceId>() {
             Ok(id) if id.app == app => request.valid.push(id),
-            Ok(id) => request
-                .rejected
-                .push(format!("{entry:?} is an instance of app {:?}, not of {app:?}", id.app)),
+            Ok(id) => request.rejected.push(format!(
+                "{entry:?} is an instance of app {:?}, not of {app:?}",
+                id.app
+            )),
             Err(e) => request.rejected.push(e.to_string()),
         }
     }
@@ -54,7 +55,11 @@ mod tests {
             format!("{ID};{ID}"),
         ] {
             let request = parse_wipe_annotation("postgres", &value);
-            assert!(request.valid.is_empty(), "{value:?} wiped {:?}", request.valid);
+            assert!(
+                request.valid.is_empty(),
+                "{value:?} wiped {:?}",
+                request.valid
+            );
             assert!(!request.rejected.is_empty(), "{value:?} not reported");
         }
     }

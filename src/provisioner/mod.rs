@@ -77,7 +77,11 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> 
 }
 
 fn persistence_id(claim: &PersistentVolumeClaim) -> Option<PersistenceId> {
-    claim.annotations().get(ANNOTATION_PERSISTENCE_ID)?.parse().ok()
+    claim
+        .annotations()
+        .get(ANNOTATION_PERSISTENCE_ID)?
+        .parse()
+        .ok()
 }
 
 fn volume_name_for(claim: &PersistentVolumeClaim) -> String {
@@ -93,7 +97,11 @@ fn directory_for(claim: &PersistentVolumeClaim) -> String {
     let ns = claim.namespace().unwrap_or_default();
     match persistence_id(claim) {
         Some(id) => format!("{ns}/{id}"),
-        None => format!("{ns}/{}-{}", claim.name_any(), claim.uid().unwrap_or_default()),
+        None => format!(
+            "{ns}/{}-{}",
+            claim.name_any(),
+            claim.uid().unwrap_or_default()
+        ),
     }
 }
 
@@ -119,11 +127,17 @@ fn volume_for(
         .filter(|(k, _)| [LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME].contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    labels.insert(LABEL_NAMESPACE.into(), claim.namespace().unwrap_or_default());
+    labels.insert(
+        LABEL_NAMESPACE.into(),
+        claim.namespace().unwrap_or_default(),
+    );
     labels.insert(LABEL_NODE.into(), node.into());
     let directory = directory_for(claim);
     let mut annotations = BTreeMap::from([
-        ("pv.kubernetes.io/provisioned-by".to_string(), ctx.name.clone()),
+        (
+            "pv.kubernetes.io/provisioned-by".to_string(),
+            ctx.name.clone(),
+        ),
         (ANNOTATION_DIRECTORY.to_string(), directory.clone()),
     ]);
     for key in [ANNOTATION_PERSISTENCE_ID, ANNOTATION_WIPE_MARK] {

@@ -5,6 +5,8 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod fixtures;
+pub mod operator;
 pub mod process;
 pub mod wait;
 

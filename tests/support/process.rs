@@ -40,11 +40,25 @@ pub struct Process {
 
 impl Process {
     pub fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Process {
+        Process::start_with_env(name, program, args, &[], log_dir)
+    }
+
+    pub fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        log_dir: &Path,
+    ) -> Process {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {

@@ -1,0 +1,98 @@
+//! Scenario data and helpers for StatefulApp tests: the tutorial's postgres
+//! app, and waiting on its status.
+
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use statefulapp_operator::api::{InstanceState, InstanceStatus, StatefulApp, StatefulAppStatus};
+
+use super::operator::Operator;
+use super::wait::wait_until;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The tutorial's `postgres.marathon.json`, as a StatefulApp.
+pub fn postgres(instances: i32) -> Value {
+    json!({
+        "apiVersion": "statefulapp.io/v1alpha1",
+        "kind": "StatefulApp",
+        "metadata": { "name": "postgres" },
+        "spec": {
+            "instances": instances,
+            "template": { "spec": { "containers": [{
+                "name": "postgres",
+                "image": "postgres:9.5",
+                "env": [{ "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" }],
+                "resources": { "requests": { "cpu": "500m", "memory": "256Mi" } },
+            }]}},
+            "volumes": [{ "name": "pgdata", "size": "100Mi", "mountPath": "/var/lib/postgresql/data" }],
+        },
+    })
+}
+
+pub async fn create_app(client: &Client, ns: &str, app: Value) -> StatefulApp {
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), ns);
+    let app: StatefulApp = serde_json::from_value(app).expect("StatefulApp json");
+    apps.create(&PostParams::default(), &app)
+        .await
+        .expect("create StatefulApp")
+}
+
+pub async fn set_instances(client: &Client, ns: &str, name: &str, instances: i32) {
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), ns);
+    let patch = json!({ "spec": { "instances": instances } });
+    apps.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch instances");
+}
+
+/// Waits until the app's status satisfies `accept`; on timeout the panic
+/// message carries the last status and the controller's log.
+pub async fn wait_for_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    operator: &Operator,
+    what: &str,
+    accept: impl Fn(&StatefulAppStatus) -> bool,
+) -> StatefulAppStatus {
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), ns);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        if let Ok(app) = apps.get(name).await
+            && let Some(status) = app.status
+        {
+            if status.observed_generation == app.metadata.generation && accept(&status) {
+                return status;
+            }
+            last = Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}\nlast status: {}\n{}",
+                serde_json::to_string_pretty(&last).unwrap(),
+                operator.controller_log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn in_state(status: &StatefulAppStatus, state: InstanceState) -> Vec<&InstanceStatus> {
+    status
+        .instances
+        .iter()
+        .filter(|i| i.state == state)
+        .collect()
+}
+
+/// Waits for `path` to exist (the agent creates directories asynchronously).
+pub async fn wait_for_dir(path: &std::path::Path) {
+    wait_until(WAIT, &format!("directory {}", path.display()), || async {
+        path.is_dir().then_some(())
+    })
+    .await;
+}

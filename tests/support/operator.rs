@@ -1,0 +1,155 @@
+//! The operator under test, as real processes against the test control plane:
+//! the controller (with the provisioner) and one node agent per simulated
+//! node, each agent with its own base dir standing for that node's disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use super::TestCluster;
+use super::process::Process;
+use super::wait::wait_until;
+
+pub const STORAGE_CLASS: &str = "statefulapp-local";
+pub const PROVISIONER: &str = "statefulapp.io/local";
+const CRD_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crds/statefulapp.io_statefulapps.yaml"
+);
+
+pub struct Operator {
+    pub controller: Mutex<Option<Process>>,
+    pub agents: Mutex<BTreeMap<String, Process>>,
+    /// Per node: the agent's base dir (the node's "disk").
+    pub disks: BTreeMap<String, PathBuf>,
+    binary: PathBuf,
+    logs: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Operator {
+    /// Installs the CRD and StorageClass, then starts the controller and an
+    /// agent per node of `cluster`.
+    pub async fn start(cluster: &TestCluster, binary: &Path) -> Operator {
+        let client = cluster.client().await;
+        let output = cluster
+            .kubectl()
+            .args(["apply", "-f", CRD_FILE])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        wait_until(Duration::from_secs(30), "CRD established", || {
+            let crds = crds.clone();
+            async move {
+                let crd = crds.get("statefulapps.statefulapp.io").await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": { "name": STORAGE_CLASS },
+            "provisioner": PROVISIONER,
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Retain",
+        }))
+        .unwrap();
+        let classes: Api<StorageClass> = Api::all(client.clone());
+        match classes.create(&PostParams::default(), &class).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("create StorageClass: {e}"),
+        }
+
+        let logs = cluster.dir.join("logs");
+        let disks: BTreeMap<String, PathBuf> = cluster
+            .nodes
+            .iter()
+            .map(|n| (n.clone(), cluster.dir.join("disks").join(n)))
+            .collect();
+        let operator = Operator {
+            controller: Mutex::new(None),
+            agents: Mutex::new(BTreeMap::new()),
+            disks,
+            binary: binary.to_path_buf(),
+            logs,
+            kubeconfig: cluster.kubeconfig.clone(),
+        };
+        operator.restart_controller();
+        for node in operator.disks.keys() {
+            operator.restart_agent(node);
+        }
+        operator
+    }
+
+    /// (Re)starts the controller process (SIGKILL of the previous one).
+    pub fn restart_controller(&self) {
+        let args = vec![
+            "controller".to_string(),
+            format!("--storage-class={STORAGE_CLASS}"),
+            format!("--provisioner-name={PROVISIONER}"),
+            "--volume-base-dir=/var/lib/statefulapp".to_string(),
+        ];
+        let mut slot = self.controller.lock().unwrap();
+        if let Some(mut previous) = slot.take() {
+            previous.kill();
+        }
+        *slot = Some(Process::start_with_env(
+            "operator-controller",
+            &self.binary,
+            &args,
+            &[("KUBECONFIG", &self.kubeconfig)],
+            &self.logs,
+        ));
+    }
+
+    /// (Re)starts the node agent of `node`.
+    pub fn restart_agent(&self, node: &str) {
+        let disk = &self.disks[node];
+        let args = vec![
+            "agent".to_string(),
+            format!("--node={node}"),
+            format!("--base-dir={}", disk.display()),
+        ];
+        let process = Process::start_with_env(
+            &format!("agent-{node}"),
+            &self.binary,
+            &args,
+            &[("KUBECONFIG", &self.kubeconfig)],
+            &self.logs,
+        );
+        let previous = self
+            .agents
+            .lock()
+            .unwrap()
+            .insert(node.to_string(), process);
+        drop(previous); // a replaced agent is killed on drop
+    }
+
+    /// Where `node`'s agent keeps the data of `persistence_id` in `namespace`.
+    pub fn data_dir(&self, node: &str, namespace: &str, persistence_id: &str) -> PathBuf {
+        self.disks[node].join(namespace).join(persistence_id)
+    }
+
+    pub fn controller_log_tail(&self) -> String {
+        let controller = self.controller.lock().unwrap();
+        controller
+            .as_ref()
+            .map(|p| p.log_tail(60))
+            .unwrap_or_default()
+    }
+}
