@@ -10,6 +10,11 @@ pub mod plan;
 pub mod status;
 pub mod wipe_request;
 
+#[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
+mod simulation;
+
 use std::sync::Arc;
 use std::time::Duration;
 

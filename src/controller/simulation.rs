@@ -1,0 +1,253 @@
+//! A model of the cluster for planner tests: applies the planner's actions to
+//! an [`Observed`] and plays the other actors (scheduler, kwok, provisioner,
+//! PV binder, garbage collection, node agent) one step at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+use uuid::Uuid;
+
+use super::observed::{AppView, ClaimView, InstanceView, Observed, PodView, VolumeView};
+use super::plan::{Action, Plan, plan};
+use crate::api::{KillSelection, NodeLossPolicy};
+
+pub struct World {
+    pub observed: Observed,
+    nodes: Vec<String>,
+    next_uuid: u128,
+    clock: i64,
+    /// First node ever seen per instance: it must never change (I2).
+    pub first_node: BTreeMap<Uuid, String>,
+    /// Instances whose data was destroyed, and whether a wipe asked for it.
+    pub destroyed: Vec<(Uuid, bool)>,
+}
+
+impl World {
+    pub fn new(nodes: usize) -> World {
+        let names: Vec<String> = (0..nodes).map(|i| format!("node-{i}")).collect();
+        World {
+            observed: Observed {
+                app: AppView {
+                    name: "postgres".into(),
+                    desired: 0,
+                    volumes: vec!["pgdata".into(), "wal".into()],
+                    template_hash: "v1".into(),
+                    kill_selection: KillSelection::YoungestFirst,
+                    minimum_health_capacity: 0.5,
+                    node_loss: NodeLossPolicy::default(),
+                    wipe_requested: BTreeSet::new(),
+                    wipe_all: false,
+                },
+                instances: BTreeMap::new(),
+                ready_nodes: names.iter().cloned().collect(),
+                known_nodes: names.iter().cloned().collect(),
+                now: Timestamp::from_second(1_700_000_000).unwrap(),
+            },
+            nodes: names,
+            next_uuid: 1,
+            clock: 0,
+            first_node: BTreeMap::new(),
+            destroyed: Vec::new(),
+        }
+    }
+
+    pub fn plan(&mut self) -> Plan {
+        let mut counter = self.next_uuid;
+        let result = plan(&self.observed, &mut || {
+            counter += 1;
+            Uuid::from_u128(counter)
+        });
+        self.next_uuid = counter;
+        result
+    }
+
+    pub fn apply(&mut self, action: &Action) {
+        let now = self.observed.now;
+        let hash = self.observed.app.template_hash.clone();
+        let instances = &mut self.observed.instances;
+        match action {
+            Action::CreateClaim {
+                instance, volume, ..
+            } => {
+                let view = instances.entry(*instance).or_insert_with(|| InstanceView {
+                    uuid: *instance,
+                    created: Some(now),
+                    ..Default::default()
+                });
+                view.claims
+                    .entry(volume.clone())
+                    .or_insert_with(|| ClaimView {
+                        name: format!("{instance}-{volume}"),
+                        ..Default::default()
+                    });
+                // Created bound to its existing volume: the binder completes it.
+                if let Some(v) = view.volumes.get_mut(volume) {
+                    v.claim_ref_stale = false;
+                }
+            }
+            Action::RebindVolume { volume_object, .. } => {
+                for view in instances.values_mut() {
+                    for v in view
+                        .volumes
+                        .values_mut()
+                        .filter(|v| &v.name == volume_object)
+                    {
+                        v.claim_ref_stale = false;
+                    }
+                }
+            }
+            Action::CreatePod { instance } => {
+                if let Some(view) = instances.get_mut(instance)
+                    && view.pod.is_none()
+                {
+                    view.pod = Some(PodView {
+                        name: format!("pod-{instance}"),
+                        template_hash: hash,
+                        ..Default::default()
+                    });
+                }
+            }
+            Action::DeletePod { instance, .. } => {
+                if let Some(pod) = instances.get_mut(instance).and_then(|i| i.pod.as_mut()) {
+                    pod.deleting = true;
+                }
+            }
+            Action::MarkForWipe { instance } => {
+                if let Some(view) = instances.get_mut(instance) {
+                    view.claims.values_mut().for_each(|c| c.wipe_marked = true);
+                    view.volumes.values_mut().for_each(|v| v.wipe_marked = true);
+                }
+            }
+            Action::DeleteClaim { instance, claim } => {
+                if let Some(view) = instances.get_mut(instance) {
+                    view.claims
+                        .values_mut()
+                        .filter(|c| &c.name == claim)
+                        .for_each(|c| c.deleting = true);
+                }
+            }
+            Action::DeleteVolume {
+                instance,
+                volume_object,
+            } => {
+                if let Some(view) = instances.get_mut(instance) {
+                    view.volumes
+                        .values_mut()
+                        .filter(|v| &v.name == volume_object)
+                        .for_each(|v| v.deleting = true);
+                }
+            }
+        }
+    }
+
+    /// One step of everyone else: pods terminate or start, claims get
+    /// volumes on the pod's node, deletions complete, the agent wipes.
+    pub fn step(&mut self) {
+        self.clock += 1;
+        self.observed.now = Timestamp::from_second(1_700_000_000 + self.clock).unwrap();
+        let now = self.observed.now;
+        let ready_nodes = self.observed.ready_nodes.clone();
+        let mut gone = Vec::new();
+        for (index, view) in self.observed.instances.values_mut().enumerate() {
+            if view.pod.as_ref().is_some_and(|p| p.deleting) {
+                view.pod = None;
+            }
+            // The scheduler: a pod with all its claims is placed on the
+            // volumes' node, or (first time) on some node.
+            let claims_complete =
+                view.claims.len() == 2 && view.claims.values().all(|c| !c.deleting);
+            if let Some(pod) = view.pod.as_mut()
+                && !pod.running
+                && claims_complete
+            {
+                let node = view
+                    .node
+                    .clone()
+                    .unwrap_or_else(|| self.nodes[index % self.nodes.len()].clone());
+                if ready_nodes.contains(&node) {
+                    view.node = Some(node.clone());
+                    pod.node = Some(node);
+                    pod.running = true;
+                    pod.ready = true;
+                    pod.started_at = Some(now);
+                }
+            }
+            // The provisioner and the binder.
+            if let Some(node) = view.node.clone() {
+                for (volume, claim) in view.claims.iter_mut().filter(|(_, c)| !c.deleting) {
+                    let pv = view
+                        .volumes
+                        .entry(volume.clone())
+                        .or_insert_with(|| VolumeView {
+                            name: format!("pv-{}-{volume}", view.uuid),
+                            node: Some(node.clone()),
+                            claim_ref: Some(claim.name.clone()),
+                            wipe_marked: claim.wipe_marked,
+                            ..Default::default()
+                        });
+                    if !pv.deleting && !pv.claim_ref_stale {
+                        claim.bound_volume = Some(pv.name.clone());
+                    }
+                }
+            }
+            // Claims go once no pod uses them; volumes once unclaimed.
+            if view.pod.is_none() {
+                view.claims.retain(|_, c| !c.deleting);
+            }
+            let claimed: BTreeSet<String> = view.claims.keys().cloned().collect();
+            let before = view.volumes.len();
+            let wiped = view.volumes.values().any(|v| v.deleting && v.wipe_marked);
+            view.volumes
+                .retain(|name, v| !v.deleting || claimed.contains(name));
+            if view.volumes.len() < before {
+                self.destroyed.push((view.uuid, wiped));
+            }
+            if view.claims.is_empty() && view.volumes.is_empty() && view.pod.is_none() {
+                gone.push(view.uuid);
+            }
+            if let Some(node) = &view.node {
+                let first = self
+                    .first_node
+                    .entry(view.uuid)
+                    .or_insert_with(|| node.clone());
+                assert_eq!(first, node, "instance {} moved node (I2)", view.uuid);
+            }
+        }
+        for uuid in gone {
+            self.observed.instances.remove(&uuid);
+        }
+    }
+
+    /// Plans, applies and steps until nothing is left to do. Returns the
+    /// number of rounds, or panics if it never settles.
+    pub fn converge(&mut self) -> usize {
+        for round in 0..50 {
+            let plan = self.plan();
+            if plan.actions.is_empty() {
+                return round;
+            }
+            for action in &plan.actions {
+                self.apply(action);
+            }
+            self.step();
+        }
+        panic!("did not converge: {:#?}", self.observed);
+    }
+
+    pub fn running(&self) -> usize {
+        self.observed
+            .instances
+            .values()
+            .filter(|i| i.pod.as_ref().is_some_and(|p| p.running && !p.deleting))
+            .count()
+    }
+
+    pub fn live(&self) -> Vec<Uuid> {
+        self.observed
+            .instances
+            .values()
+            .filter(|i| !i.wiping())
+            .map(|i| i.uuid)
+            .collect()
+    }
+}
