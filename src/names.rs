@@ -41,6 +41,23 @@ pub const FINALIZER_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 /// Field manager for every write of the operator.
 pub const FIELD_MANAGER: &str = "statefulapp-operator";
 
+/// Patch parameters of every operator write: its field manager is how
+/// anyone can audit what it changed (`metadata.managedFields`).
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Create parameters of every operator write.
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
 /// An instance id `<app>.<uuid>`, the shape of a Marathon task id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId {

@@ -15,19 +15,6 @@ use support::fixtures::{
 };
 use support::operator::Operator;
 use support::{TestCluster, wait_until};
-use tokio::sync::OnceCell;
-
-async fn operator() -> &'static Operator {
-    static OPERATOR: OnceCell<Operator> = OnceCell::const_new();
-    OPERATOR
-        .get_or_init(|| {
-            Operator::start(
-                TestCluster::shared(),
-                env!("CARGO_BIN_EXE_statefulapp-operator").as_ref(),
-            )
-        })
-        .await
-}
 
 /// Data directory of an instance's one volume on its node's disk.
 fn data_dir(operator: &Operator, ns: &str, instance: &InstanceStatus) -> PathBuf {
@@ -48,7 +35,7 @@ fn single(status: &StatefulAppStatus, state: InstanceState) -> &InstanceStatus {
 #[tokio::test]
 async fn the_dcos_stateful_service_tutorial_end_to_end() {
     let cluster = TestCluster::shared();
-    let operator = operator().await;
+    let operator = Operator::shared().await;
     let client = cluster.client().await;
     let ns = cluster.namespace(&client, "tutorial").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

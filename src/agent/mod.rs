@@ -1,8 +1,8 @@
 //! The node agent: one per node. Creates the data directory of each of its
 //! node's volumes, holds a finalizer on those volume objects, and destroys a
 //! directory only when its volume carries the operator's wipe mark (I1). A
-//! volume object deleted without the mark loses its finalizer but keeps its
-//! data, which the re-created volume finds again.
+//! volume object deleted without the mark keeps its finalizer and its data:
+//! it goes on serving its instance until that instance is wiped.
 
 mod paths;
 
@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 pub use self::paths::data_dir;
-use crate::names::{ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE};
+use crate::names::{ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE, patch_params};
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
 
@@ -63,15 +63,17 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
     if !has_finalizer {
         return Ok(Requeue::await_change());
     }
-    if pv.annotations().contains_key(ANNOTATION_WIPE_MARK) {
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "wiped"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::Io { path: dir, source }),
-        }
-    } else {
+    if !pv.annotations().contains_key(ANNOTATION_WIPE_MARK) {
+        // Deleted by someone, not wiped: hold the object (and the data)
+        // until a wipe comes. The volume keeps serving its instance.
         tracing::warn!(volume = %pv.name_any(), dir = %dir.display(),
-            "volume object deleted without a wipe: its data is kept");
+            "volume object deleted without a wipe: data and finalizer kept until the instance is wiped");
+        return Ok(Requeue::await_change());
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "wiped"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Io { path: dir, source }),
     }
     set_finalizer(&agent.client, &pv, false).await?;
     Ok(Requeue::await_change())
@@ -92,11 +94,7 @@ async fn set_finalizer(client: &Client, pv: &PersistentVolume, present: bool) ->
         "finalizers": finalizers, "resourceVersion": pv.resource_version(),
     }});
     Api::<PersistentVolume>::all(client.clone())
-        .patch(
-            &pv.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }

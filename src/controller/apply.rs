@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
     VolumeMount,
 };
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use uuid::Uuid;
@@ -18,7 +18,8 @@ use super::plan::Action;
 use crate::api::StatefulApp;
 use crate::names::{
     ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId,
-    LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId, claim_name, pod_name,
+    LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId, claim_name, patch_params, pod_name,
+    post_params,
 };
 use crate::{Error, Result};
 
@@ -61,7 +62,7 @@ impl Applier<'_> {
                 bind_to,
             } => {
                 let claim = self.claim(*instance, volume, bind_to.clone())?;
-                ignore_conflict(claims.create(&PostParams::default(), &claim).await)?;
+                ignore_conflict(claims.create(&post_params(), &claim).await)?;
             }
             Action::RebindVolume {
                 volume_object,
@@ -73,17 +74,13 @@ impl Applier<'_> {
                 }}});
                 ignore_missing(
                     volumes
-                        .patch(
-                            volume_object,
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
+                        .patch(volume_object, &patch_params(), &Patch::Merge(&patch))
                         .await,
                 )?;
             }
             Action::CreatePod { instance } => {
                 let pod = self.pod(*instance)?;
-                ignore_conflict(pods.create(&PostParams::default(), &pod).await)?;
+                ignore_conflict(pods.create(&post_params(), &pod).await)?;
             }
             Action::DeletePod { pod, .. } => {
                 ignore_missing(pods.delete(pod, &DeleteParams::default()).await.map(|_| ()))?;
@@ -91,7 +88,7 @@ impl Applier<'_> {
             Action::MarkForWipe { instance } => {
                 let patch =
                     json!({ "metadata": { "annotations": { ANNOTATION_WIPE_MARK: "true" } } });
-                let params = PatchParams::default();
+                let params = patch_params();
                 if let Some(view) = self.observed.instances.get(instance) {
                     for claim in view.claims.values().filter(|c| !c.wipe_marked) {
                         ignore_missing(

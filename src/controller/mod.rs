@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -38,7 +38,7 @@ use self::wipe_request::parse_wipe_annotation;
 use crate::api::StatefulApp;
 use crate::names::{
     ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
-    LABEL_NAMESPACE,
+    LABEL_NAMESPACE, patch_params,
 };
 use crate::{Error, Result};
 
@@ -169,7 +169,7 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
     });
     if app.status.as_ref() != Some(&status) {
         let patch = json!({ "status": status });
-        apps.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        apps.patch_status(&name, &patch_params(), &Patch::Merge(&patch))
             .await?;
     }
     if !wipe.rejected.is_empty()
@@ -238,12 +238,8 @@ async fn set_finalizer(apps: &Api<StatefulApp>, app: &StatefulApp, present: bool
     let patch = json!({ "metadata": {
         "finalizers": finalizers, "resourceVersion": app.resource_version(),
     }});
-    apps.patch(
-        &app.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    apps.patch(&app.name_any(), &patch_params(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 

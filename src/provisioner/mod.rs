@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::names::{
     ANNOTATION_PERSISTENCE_ID, ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_APP, LABEL_INSTANCE,
-    LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId, volume_name,
+    LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId, post_params, volume_name,
 };
 use crate::{Error, Result};
 
@@ -68,7 +68,7 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> 
         return Ok(Requeue::await_change());
     }
     let volume = volume_for(&claim, &name, node, &ctx)?;
-    match volumes.create(&PostParams::default(), &volume).await {
+    match volumes.create(&post_params(), &volume).await {
         Ok(_) => tracing::info!(volume = %name, %node, "provisioned"),
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),

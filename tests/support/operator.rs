@@ -23,17 +23,33 @@ const CRD_FILE: &str = concat!(
     "/crds/statefulapp.io_statefulapps.yaml"
 );
 
+/// The operator binary cargo built for this test (or example) run.
+pub fn operator_binary() -> &'static str {
+    option_env!("CARGO_BIN_EXE_statefulapp-operator").unwrap_or(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/debug/statefulapp-operator"
+    ))
+}
+
 pub struct Operator {
     pub controller: Mutex<Option<Process>>,
     pub agents: Mutex<BTreeMap<String, Process>>,
-    /// Per node: the agent's base dir (the node's "disk").
-    pub disks: BTreeMap<String, PathBuf>,
+    /// Holds one dir per node: that node's agent base dir (its "disk").
+    pub disks: PathBuf,
     binary: PathBuf,
     logs: PathBuf,
     kubeconfig: PathBuf,
 }
 
 impl Operator {
+    /// The operator of this test binary, started on first use.
+    pub async fn shared() -> &'static Operator {
+        static OPERATOR: tokio::sync::OnceCell<Operator> = tokio::sync::OnceCell::const_new();
+        OPERATOR
+            .get_or_init(|| Operator::start(TestCluster::shared(), operator_binary().as_ref()))
+            .await
+    }
+
     /// Installs the CRD and StorageClass, then starts the controller and an
     /// agent per node of `cluster`.
     pub async fn start(cluster: &TestCluster, binary: &Path) -> Operator {
@@ -76,21 +92,16 @@ impl Operator {
         }
 
         let logs = cluster.dir.join("logs");
-        let disks: BTreeMap<String, PathBuf> = cluster
-            .nodes
-            .iter()
-            .map(|n| (n.clone(), cluster.dir.join("disks").join(n)))
-            .collect();
         let operator = Operator {
             controller: Mutex::new(None),
             agents: Mutex::new(BTreeMap::new()),
-            disks,
+            disks: cluster.dir.join("disks"),
             binary: binary.to_path_buf(),
             logs,
             kubeconfig: cluster.kubeconfig.clone(),
         };
         operator.restart_controller();
-        for node in operator.disks.keys() {
+        for node in &cluster.nodes {
             operator.restart_agent(node);
         }
         operator
@@ -119,7 +130,7 @@ impl Operator {
 
     /// (Re)starts the node agent of `node`.
     pub fn restart_agent(&self, node: &str) {
-        let disk = &self.disks[node];
+        let disk = self.disks.join(node);
         let args = vec![
             "agent".to_string(),
             format!("--node={node}"),
@@ -142,7 +153,7 @@ impl Operator {
 
     /// Where `node`'s agent keeps the data of `persistence_id` in `namespace`.
     pub fn data_dir(&self, node: &str, namespace: &str, persistence_id: &str) -> PathBuf {
-        self.disks[node].join(namespace).join(persistence_id)
+        self.disks.join(node).join(namespace).join(persistence_id)
     }
 
     pub fn controller_log_tail(&self) -> String {
