@@ -28,6 +28,11 @@ pub const ANNOTATION_TEMPLATE_HASH: &str = "statefulapp.io/template-hash";
 /// being wiped: the only mark that lets the node agent destroy data (I1).
 pub const ANNOTATION_WIPE_MARK: &str = "statefulapp.io/wiping";
 
+/// Annotation the operator puts on the claims and volumes of an instance it
+/// replaced after a node loss (value: the instance id). Such volumes are
+/// kept, reported as orphaned, and destroyed only by a wipe of that id.
+pub const ANNOTATION_ORPHAN_MARK: &str = "statefulapp.io/orphaned";
+
 /// User annotation on a StatefulApp: instance ids to wipe (comma separated).
 pub const ANNOTATION_WIPE: &str = "statefulapp.io/wipe";
 /// User annotation on a StatefulApp: `"true"` destroys all data on deletion.

@@ -14,12 +14,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::observed::Observed;
-use super::plan::Action;
+use super::observed::{ClaimView, VolumeView};
+use super::plan::{Action, StopReason};
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId,
-    LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId, claim_name, patch_params, pod_name,
-    post_params,
+    ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId,
+    claim_name, patch_params, pod_name, post_params,
 };
 use crate::{Error, Result};
 
@@ -82,29 +83,26 @@ impl Applier<'_> {
                 let pod = self.pod(*instance)?;
                 ignore_conflict(pods.create(&post_params(), &pod).await)?;
             }
-            Action::DeletePod { pod, .. } => {
-                ignore_missing(pods.delete(pod, &DeleteParams::default()).await.map(|_| ()))?;
+            Action::DeletePod { pod, reason, .. } => {
+                // No kubelet will confirm the deletion of a pod on a lost node.
+                let params = match reason {
+                    StopReason::NodeLost => DeleteParams::default().grace_period(0),
+                    _ => DeleteParams::default(),
+                };
+                ignore_missing(pods.delete(pod, &params).await.map(|_| ()))?;
+            }
+            Action::MarkOrphaned { instance } => {
+                let id = self.instance(*instance).to_string();
+                let patch =
+                    json!({ "metadata": { "annotations": { ANNOTATION_ORPHAN_MARK: id } } });
+                self.mark(*instance, &patch, |c| c.orphan_marked, |v| v.orphan_marked)
+                    .await?;
             }
             Action::MarkForWipe { instance } => {
                 let patch =
                     json!({ "metadata": { "annotations": { ANNOTATION_WIPE_MARK: "true" } } });
-                let params = patch_params();
-                if let Some(view) = self.observed.instances.get(instance) {
-                    for claim in view.claims.values().filter(|c| !c.wipe_marked) {
-                        ignore_missing(
-                            claims
-                                .patch(&claim.name, &params, &Patch::Merge(&patch))
-                                .await,
-                        )?;
-                    }
-                    for pv in view.volumes.values().filter(|v| !v.wipe_marked) {
-                        ignore_missing(
-                            volumes
-                                .patch(&pv.name, &params, &Patch::Merge(&patch))
-                                .await,
-                        )?;
-                    }
-                }
+                self.mark(*instance, &patch, |c| c.wipe_marked, |v| v.wipe_marked)
+                    .await?;
             }
             Action::DeleteClaim { claim, .. } => {
                 ignore_missing(
@@ -122,6 +120,34 @@ impl Applier<'_> {
                         .map(|_| ()),
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Patches the claims and volumes of an instance not yet `marked`.
+    async fn mark(
+        &self,
+        instance: Uuid,
+        patch: &serde_json::Value,
+        claim_marked: fn(&ClaimView) -> bool,
+        volume_marked: fn(&VolumeView) -> bool,
+    ) -> Result<()> {
+        let Some(view) = self.observed.instances.get(&instance) else {
+            return Ok(());
+        };
+        let ns = self.namespace();
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let params = patch_params();
+        for claim in view.claims.values().filter(|c| !claim_marked(c)) {
+            ignore_missing(
+                claims
+                    .patch(&claim.name, &params, &Patch::Merge(patch))
+                    .await,
+            )?;
+        }
+        for pv in view.volumes.values().filter(|v| !volume_marked(v)) {
+            ignore_missing(volumes.patch(&pv.name, &params, &Patch::Merge(patch)).await)?;
         }
         Ok(())
     }

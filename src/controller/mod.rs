@@ -35,7 +35,7 @@ use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
 use self::wipe_request::parse_wipe_annotation;
-use crate::api::StatefulApp;
+use crate::api::{InstanceState, StatefulApp};
 use crate::names::{
     ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
     LABEL_NAMESPACE, patch_params,
@@ -172,6 +172,22 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
         apps.patch_status(&name, &patch_params(), &Patch::Merge(&patch))
             .await?;
     }
+    for instance in &status.instances {
+        let was_unreachable = previous
+            .instances
+            .iter()
+            .any(|p| p.id == instance.id && p.state == InstanceState::Unreachable);
+        if instance.state == InstanceState::Unreachable && !was_unreachable {
+            let node = instance.node.as_deref().unwrap_or("?");
+            warn(&ctx, &app, "NodeLost", &format!(
+                "instance {} is unreachable: node {node} is NotReady or gone. Its data stays on that node. \
+                 Wait for the node (nodeLossPolicy Wait), set nodeLossPolicy Replace to start a new instance elsewhere, \
+                 or wipe it with the {ANNOTATION_WIPE} annotation",
+                instance.id
+            ))
+            .await;
+        }
+    }
     if !wipe.rejected.is_empty()
         && previous
             .conditions
@@ -283,12 +299,21 @@ async fn publish(ctx: &Context, app: &StatefulApp, action: &Action) {
                 StopReason::Upgrade => "relaunching with the new template",
                 StopReason::Finished => "its pod ended; relaunching",
                 StopReason::Wipe => "wiping",
+                StopReason::NodeLost => "its node is lost; replacing it elsewhere",
             };
             (
                 "Stopping",
                 format!("stopping instance {}: {why}", id(instance)),
             )
         }
+        Action::MarkOrphaned { instance } => (
+            "ReplacingLostInstance",
+            format!(
+                "instance {} is on a node lost for longer than nodeLossPolicy allows: starting a new instance elsewhere; its volumes are kept as orphaned (wipe {} to destroy them)",
+                id(instance),
+                id(instance)
+            ),
+        ),
         Action::MarkForWipe { instance } => (
             "Wiping",
             format!(

@@ -1,7 +1,7 @@
 //! Turns the cluster's objects into [`Observed`]. Pure: the reconciler lists
 //! the objects, this only reads them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -9,12 +9,14 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::observed::{AppView, ClaimView, InstanceView, Observed, PodView, VolumeView};
+use super::observed::{
+    AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
+};
 use super::wipe_request::WipeRequest;
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE,
-    LABEL_NODE, LABEL_VOLUME,
+    ANNOTATION_ORPHAN_MARK, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK,
+    ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
 };
 
 pub struct ClusterObjects {
@@ -62,17 +64,28 @@ pub fn observe(
         instances: Default::default(),
         ready_nodes: BTreeSet::new(),
         known_nodes: BTreeSet::new(),
+        not_ready_since: BTreeMap::new(),
+        orphaned_volumes: Vec::new(),
         now,
     };
     for node in &objects.nodes {
         let name = node.name_any();
-        let ready = node
+        let ready_condition = node
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            observed.ready_nodes.insert(name.clone());
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        match ready_condition {
+            Some(c) if c.status == "True" => {
+                observed.ready_nodes.insert(name.clone());
+            }
+            Some(c) => {
+                let since = c.last_transition_time.as_ref().map_or(now, |t| t.0);
+                observed.not_ready_since.insert(name.clone(), since);
+            }
+            None => {
+                observed.not_ready_since.insert(name.clone(), now);
+            }
         }
         observed.known_nodes.insert(name);
     }
@@ -105,6 +118,7 @@ pub fn observe(
                         claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
                     }),
                 wipe_marked: claim.annotations().contains_key(ANNOTATION_WIPE_MARK),
+                orphan_marked: claim.annotations().contains_key(ANNOTATION_ORPHAN_MARK),
                 deleting: claim.metadata.deletion_timestamp.is_some(),
             },
         );
@@ -116,6 +130,38 @@ pub fn observe(
         let node = pv.labels().get(LABEL_NODE).cloned();
         let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         let claim_name = claim_ref.and_then(|r| r.name.clone());
+        let claim_uid = claim_ref.and_then(|r| r.uid.as_ref());
+        let claim_uid_live = objects
+            .claims
+            .iter()
+            .any(|c| c.metadata.uid.as_ref() == claim_uid);
+        let orphaned = pv.annotations().contains_key(ANNOTATION_ORPHAN_MARK);
+        let view = VolumeView {
+            name: pv.name_any(),
+            node: node.clone(),
+            claim_ref_stale: claim_uid.is_some()
+                && !claim_uid_live
+                && claim_name.as_ref().is_some_and(|n| live_claims.contains(n)),
+            claim_ref: claim_name,
+            wipe_marked: pv.annotations().contains_key(ANNOTATION_WIPE_MARK),
+            orphan_marked: orphaned,
+            deleting: pv.metadata.deletion_timestamp.is_some(),
+        };
+        // Volumes of a replaced instance stay out of the instance list (they
+        // must not bring it back) unless a wipe names that instance.
+        let wiped = observed.app.wipe_all || observed.app.wipe_requested.contains(&uuid);
+        let still_claimed = observed
+            .instances
+            .get(&uuid)
+            .is_some_and(|i| i.claims.contains_key(&volume));
+        if orphaned && !wiped && !still_claimed {
+            observed.orphaned_volumes.push(OrphanedVolume {
+                instance: uuid,
+                volume,
+                object: view,
+            });
+            continue;
+        }
         let instance = instance_entry(
             &mut observed,
             uuid,
@@ -123,26 +169,9 @@ pub fn observe(
         );
         if node.is_some() {
             // The volume's node affinity is the authority on placement.
-            instance.node = node.clone();
+            instance.node = node;
         }
-        let claim_uid = claim_ref.and_then(|r| r.uid.as_ref());
-        let claim_uid_live = objects
-            .claims
-            .iter()
-            .any(|c| c.metadata.uid.as_ref() == claim_uid);
-        instance.volumes.insert(
-            volume,
-            VolumeView {
-                name: pv.name_any(),
-                node,
-                claim_ref_stale: claim_uid.is_some()
-                    && !claim_uid_live
-                    && claim_name.as_ref().is_some_and(|n| live_claims.contains(n)),
-                claim_ref: claim_name,
-                wipe_marked: pv.annotations().contains_key(ANNOTATION_WIPE_MARK),
-                deleting: pv.metadata.deletion_timestamp.is_some(),
-            },
-        );
+        instance.volumes.insert(volume, view);
     }
     for pod in &objects.pods {
         let Some(uuid) = pod

@@ -18,6 +18,10 @@ pub struct Observed {
     pub ready_nodes: BTreeSet<String>,
     /// Nodes that exist (Ready or not).
     pub known_nodes: BTreeSet<String>,
+    /// For nodes that exist but are not Ready: since when.
+    pub not_ready_since: BTreeMap<String, Timestamp>,
+    /// Volumes detached from instances replaced after a node loss: kept.
+    pub orphaned_volumes: Vec<OrphanedVolume>,
     pub now: Timestamp,
 }
 
@@ -37,6 +41,13 @@ pub struct AppView {
     pub wipe_all: bool,
 }
 
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrphanedVolume {
+    pub instance: Uuid,
+    pub volume: String,
+    pub object: VolumeView,
+}
+
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct InstanceView {
     pub uuid: Uuid,
@@ -54,6 +65,11 @@ impl InstanceView {
     pub fn wiping(&self) -> bool {
         self.claims.values().any(|c| c.wipe_marked) || self.volumes.values().any(|v| v.wipe_marked)
     }
+
+    /// Being replaced after a node loss: its claims carry the orphan mark.
+    pub fn orphaning(&self) -> bool {
+        self.claims.values().any(|c| c.orphan_marked)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -61,6 +77,7 @@ pub struct ClaimView {
     pub name: String,
     pub bound_volume: Option<String>,
     pub wipe_marked: bool,
+    pub orphan_marked: bool,
     pub deleting: bool,
 }
 
@@ -73,6 +90,7 @@ pub struct VolumeView {
     /// Whether `claimRef` carries the uid of a claim that no longer exists.
     pub claim_ref_stale: bool,
     pub wipe_marked: bool,
+    pub orphan_marked: bool,
     pub deleting: bool,
 }
 

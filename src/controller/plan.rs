@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::observed::{InstanceView, Observed};
-use crate::api::KillSelection;
+use crate::api::{KillSelection, NodeLossAction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -36,6 +36,11 @@ pub enum Action {
     MarkForWipe {
         instance: Uuid,
     },
+    /// Put the orphan mark on every claim and volume of an instance being
+    /// replaced after a node loss: its volumes are then kept as orphans.
+    MarkOrphaned {
+        instance: Uuid,
+    },
     DeleteClaim {
         instance: Uuid,
         claim: String,
@@ -55,6 +60,8 @@ pub enum StopReason {
     /// The pod ended; it is replaced.
     Finished,
     Wipe,
+    /// Its node is lost: the pod is force-deleted (no kubelet will confirm).
+    NodeLost,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -83,6 +90,15 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
     }
     if app.wipe_all {
         return plan;
+    }
+
+    // Instances on a node lost for longer than `nodeLossPolicy` allows are
+    // replaced: their volumes are detached and kept, never destroyed.
+    let (replaced, live): (Vec<&InstanceView>, Vec<&InstanceView>) = live
+        .into_iter()
+        .partition(|i| i.orphaning() || must_replace(observed, i));
+    for instance in replaced {
+        plan_replacement(instance, &mut plan.actions);
     }
 
     // A pod whose instance has neither claims nor volumes left (wiped, or
@@ -147,6 +163,63 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
         plan.created.push(uuid);
     }
     plan
+}
+
+fn must_replace(observed: &Observed, instance: &InstanceView) -> bool {
+    let policy = &observed.app.node_loss;
+    if policy.action != NodeLossAction::Replace {
+        return false;
+    }
+    let Some(node) = &instance.node else {
+        return false;
+    };
+    if observed.ready_nodes.contains(node) {
+        return false;
+    }
+    let grace = policy
+        .after_seconds
+        .unwrap_or(DEFAULT_REPLACE_AFTER_SECONDS);
+    match observed.not_ready_since.get(node) {
+        // The node object is gone: nothing will come back.
+        None => true,
+        Some(since) => observed.now.as_second() - since.as_second() >= grace,
+    }
+}
+
+/// `nodeLossPolicy.afterSeconds` when `Replace` is chosen without it.
+pub const DEFAULT_REPLACE_AFTER_SECONDS: i64 = 300;
+
+fn plan_replacement(instance: &InstanceView, actions: &mut Vec<Action>) {
+    let unmarked = instance
+        .claims
+        .values()
+        .any(|c| !c.orphan_marked && !c.deleting)
+        || instance
+            .volumes
+            .values()
+            .any(|v| !v.orphan_marked && !v.deleting);
+    if unmarked {
+        actions.push(Action::MarkOrphaned {
+            instance: instance.uuid,
+        });
+    }
+    if let Some(pod) = &instance.pod {
+        actions.push(Action::DeletePod {
+            instance: instance.uuid,
+            pod: pod.name.clone(),
+            reason: StopReason::NodeLost,
+        });
+    }
+    for claim in instance
+        .claims
+        .values()
+        .filter(|c| c.orphan_marked && !c.deleting)
+    {
+        actions.push(Action::DeleteClaim {
+            instance: instance.uuid,
+            claim: claim.name.clone(),
+        });
+    }
 }
 
 fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {

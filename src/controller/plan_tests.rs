@@ -189,6 +189,55 @@ fn a_lost_claim_is_recreated_and_bound_to_its_volume() {
     assert!(plan.created.is_empty());
 }
 
+#[test]
+fn node_loss_with_wait_keeps_the_instance_reserved() {
+    let mut world = world_with(1);
+    let (uuid, node) = {
+        let i = world.observed.instances.values().next().unwrap();
+        (i.uuid, i.node.clone().unwrap())
+    };
+    world.lose_node(&node);
+    world.advance(3600);
+    let plan = world.plan();
+    assert!(plan.created.is_empty(), "Wait never replaces: {plan:?}");
+    assert!(!plan.actions.iter().any(destroys_data));
+    assert!(world.observed.instances.contains_key(&uuid));
+}
+
+#[test]
+fn node_loss_with_replace_starts_a_new_instance_and_keeps_the_old_volumes() {
+    let mut world = world_with(1);
+    world.observed.app.node_loss = crate::api::NodeLossPolicy {
+        action: crate::api::NodeLossAction::Replace,
+        after_seconds: Some(60),
+    };
+    let (old, node) = {
+        let i = world.observed.instances.values().next().unwrap();
+        (i.uuid, i.node.clone().unwrap())
+    };
+    world.lose_node(&node);
+    world.advance(30);
+    assert!(world.plan().actions.is_empty(), "too early to replace");
+    world.advance(31);
+    world.converge();
+    assert!(!world.observed.instances.contains_key(&old));
+    assert_eq!(world.running(), 1);
+    let new = world.observed.instances.values().next().unwrap();
+    assert_ne!(new.node.as_deref(), Some(node.as_str()));
+    let orphans: Vec<_> = world
+        .observed
+        .orphaned_volumes
+        .iter()
+        .map(|o| o.instance)
+        .collect();
+    assert_eq!(
+        orphans,
+        vec![old, old],
+        "both volumes of the lost instance are kept"
+    );
+    assert!(world.destroyed.is_empty(), "no data destroyed");
+}
+
 #[derive(Clone, Debug)]
 enum Change {
     Scale(usize),

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
-use super::observed::{AppView, ClaimView, InstanceView, Observed, PodView, VolumeView};
+use super::observed::{
+    AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
+};
 use super::plan::{Action, Plan, plan};
 use crate::api::{KillSelection, NodeLossPolicy};
 
@@ -41,6 +43,8 @@ impl World {
                 instances: BTreeMap::new(),
                 ready_nodes: names.iter().cloned().collect(),
                 known_nodes: names.iter().cloned().collect(),
+                not_ready_since: BTreeMap::new(),
+                orphaned_volumes: Vec::new(),
                 now: Timestamp::from_second(1_700_000_000).unwrap(),
             },
             nodes: names,
@@ -110,6 +114,16 @@ impl World {
             Action::DeletePod { instance, .. } => {
                 if let Some(pod) = instances.get_mut(instance).and_then(|i| i.pod.as_mut()) {
                     pod.deleting = true;
+                }
+            }
+            Action::MarkOrphaned { instance } => {
+                if let Some(view) = instances.get_mut(instance) {
+                    view.claims
+                        .values_mut()
+                        .for_each(|c| c.orphan_marked = true);
+                    view.volumes
+                        .values_mut()
+                        .for_each(|v| v.orphan_marked = true);
                 }
             }
             Action::MarkForWipe { instance } => {
@@ -202,6 +216,16 @@ impl World {
             if view.volumes.len() < before {
                 self.destroyed.push((view.uuid, wiped));
             }
+            // Detached volumes of a replaced instance become orphans.
+            if view.claims.is_empty() && view.volumes.values().all(|v| v.orphan_marked) {
+                for (volume, object) in std::mem::take(&mut view.volumes) {
+                    self.observed.orphaned_volumes.push(OrphanedVolume {
+                        instance: view.uuid,
+                        volume,
+                        object,
+                    });
+                }
+            }
             if view.claims.is_empty() && view.volumes.is_empty() && view.pod.is_none() {
                 gone.push(view.uuid);
             }
@@ -216,6 +240,20 @@ impl World {
         for uuid in gone {
             self.observed.instances.remove(&uuid);
         }
+    }
+
+    /// The node stops answering (NotReady since now).
+    pub fn lose_node(&mut self, node: &str) {
+        self.observed.ready_nodes.remove(node);
+        self.observed
+            .not_ready_since
+            .insert(node.to_string(), self.observed.now);
+    }
+
+    /// Moves the clock forward without anything else happening.
+    pub fn advance(&mut self, seconds: i64) {
+        self.clock += seconds;
+        self.observed.now = Timestamp::from_second(1_700_000_000 + self.clock).unwrap();
     }
 
     /// Plans, applies and steps until nothing is left to do. Returns the

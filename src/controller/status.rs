@@ -110,9 +110,32 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
         ready,
         selector: Some(format!("{LABEL_APP}={app}")),
         instances: records,
-        orphaned_volumes: Vec::new(),
+        orphaned_volumes: orphaned_volumes(input),
         conditions,
     }
+}
+
+fn orphaned_volumes(input: &StatusInput) -> Vec<VolumeStatus> {
+    let observed = input.observed;
+    observed
+        .orphaned_volumes
+        .iter()
+        .map(|orphan| {
+            let id = InstanceId::new(&observed.app.name, orphan.instance);
+            VolumeStatus {
+                name: orphan.volume.clone(),
+                persistence_id: PersistenceId::of(&id, &orphan.volume).to_string(),
+                persistent_volume: Some(orphan.object.name.clone()),
+                claim: claim_name(&id, &orphan.volume),
+                size: input
+                    .sizes
+                    .iter()
+                    .find(|(name, _)| *name == orphan.volume)
+                    .map(|(_, size)| size.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 fn instance_status(observed: &Observed, input: &StatusInput, i: &InstanceView) -> InstanceStatus {
