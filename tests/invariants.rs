@@ -262,6 +262,7 @@ async fn controller_killed_mid_operation_converges_without_duplicates() {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(s.client.clone(), &s.ns);
     let all = claims.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(all.len(), 5, "one claim per instance and volume");
+    assert_one_volume_per_persistence_id_on_its_node(&s, &status).await;
 
     // A wipe interrupted by a crash resumes.
     let victim = status
@@ -284,6 +285,40 @@ async fn controller_killed_mid_operation_converges_without_duplicates() {
     assert!(!s.dir(&victim).exists(), "wiped data removed");
     s.assert_marker(&before[0]);
     assert_eq!(status.instances.len(), 4);
+}
+
+/// I2: each persistenceId has exactly one volume object, on its instance's node.
+async fn assert_one_volume_per_persistence_id_on_its_node(
+    s: &Scenario,
+    status: &StatefulAppStatus,
+) {
+    let volumes: Api<PersistentVolume> = Api::all(s.client.clone());
+    let selector = ListParams::default().labels(&format!("statefulapp.io/namespace={}", s.ns));
+    let all = volumes.list(&selector).await.unwrap().items;
+    for instance in &status.instances {
+        for volume in &instance.volumes {
+            let matching: Vec<&PersistentVolume> = all
+                .iter()
+                .filter(|pv| {
+                    pv.annotations().get("statefulapp.io/persistence-id")
+                        == Some(&volume.persistence_id)
+                })
+                .collect();
+            assert_eq!(
+                matching.len(),
+                1,
+                "volumes of {}: {matching:?}",
+                volume.persistence_id
+            );
+            let node = matching[0].labels().get("statefulapp.io/node");
+            assert_eq!(
+                node,
+                instance.node.as_ref(),
+                "{} is not on its instance's node",
+                volume.persistence_id
+            );
+        }
+    }
 }
 
 /// I6: the operator writes status and its own finalizer, never the spec or
