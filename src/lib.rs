@@ -6,12 +6,15 @@
 //! - [`provisioner`]: creates node-local persistent volumes for claims.
 //! - [`agent`]: the node agent owning the data directories of its node.
 //! - [`crdgen`]: the CRD document printed from the Rust types.
+//! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 
 pub mod agent;
 pub mod api;
 pub mod controller;
 pub mod crdgen;
 mod error;
+pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod provisioner;
 

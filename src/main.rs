@@ -1,10 +1,15 @@
 //! The operator binary: `controller`, `agent` and `crd` subcommands.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use kube_lease_manager::LeaseManagerBuilder;
+use prometheus_client::registry::Registry;
+use statefulapp_operator::http::{self, Health};
+use statefulapp_operator::metrics::{AgentMetrics, ControllerMetrics};
 use statefulapp_operator::{agent, controller, crdgen, provisioner};
 
 #[derive(Parser)]
@@ -24,33 +29,57 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the StatefulApp controller and the volume provisioner.
-    Controller {
-        /// StorageClass of the claims of StatefulApp instances.
-        #[arg(long, default_value = "statefulapp-local")]
-        storage_class: String,
-        /// `provisioner` name of that StorageClass.
-        #[arg(long, default_value = "statefulapp.io/local")]
-        provisioner_name: String,
-        /// Directory holding volumes on every node (the agents' base dir).
-        #[arg(long, default_value = "/var/lib/statefulapp")]
-        volume_base_dir: String,
-    },
+    Controller(ControllerArgs),
     /// Run the node agent for one node.
-    Agent {
-        /// The node this agent serves.
-        #[arg(long, env = "NODE_NAME")]
-        node: String,
-        /// Directory where this node's volume data lives.
-        #[arg(long, default_value = "/var/lib/statefulapp")]
-        base_dir: PathBuf,
-    },
+    Agent(AgentArgs),
     /// Print the StatefulApp CustomResourceDefinition as YAML.
     Crd,
 }
 
+#[derive(Args)]
+struct ControllerArgs {
+    /// StorageClass of the claims of StatefulApp instances.
+    #[arg(long, default_value = "statefulapp-local")]
+    storage_class: String,
+    /// `provisioner` name of that StorageClass.
+    #[arg(long, default_value = "statefulapp.io/local")]
+    provisioner_name: String,
+    /// Directory holding volumes on every node (the agents' base dir).
+    #[arg(long, default_value = "/var/lib/statefulapp")]
+    volume_base_dir: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Act only while holding a coordination.k8s.io Lease (run 2+ replicas).
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_elect_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "statefulapp-operator")]
+    leader_elect_lease: String,
+    /// Seconds a leader may go silent before another replica takes over.
+    #[arg(long, default_value_t = 15)]
+    leader_elect_duration: u64,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The node this agent serves.
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// Directory where this node's volume data lives.
+    #[arg(long, default_value = "/var/lib/statefulapp")]
+    base_dir: PathBuf,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    metrics_address: SocketAddr,
+}
+
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
+        .unwrap_or_else(|_| "info,kube=warn,kube_lease_manager=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();
@@ -59,44 +88,124 @@ fn init_tracing(json: bool) {
     }
 }
 
+async fn connect() -> anyhow::Result<kube::Client> {
+    let client = kube::Client::try_default()
+        .await
+        .context("loading Kubernetes credentials")?;
+    client
+        .apiserver_version()
+        .await
+        .context("reaching the Kubernetes API server")?;
+    Ok(client)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", crdgen::crd_yaml()?),
-        Command::Controller {
-            storage_class,
-            provisioner_name,
-            volume_base_dir,
-        } => {
+        Command::Controller(args) => {
             init_tracing(cli.log_json);
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to Kubernetes")?;
-            let ctx = Arc::new(controller::Context::new(client.clone(), storage_class));
-            let provisioner = Arc::new(provisioner::Provisioner {
-                client,
-                name: provisioner_name,
-                base_dir: volume_base_dir,
-            });
-            tracing::info!("controller and provisioner started");
-            tokio::join!(controller::run(ctx), provisioner::run(provisioner));
+            run_controller(args).await?;
         }
-        Command::Agent { node, base_dir } => {
+        Command::Agent(args) => {
             init_tracing(cli.log_json);
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to Kubernetes")?;
-            std::fs::create_dir_all(&base_dir)
-                .with_context(|| format!("creating base dir {}", base_dir.display()))?;
-            tracing::info!(%node, base_dir = %base_dir.display(), "node agent started");
-            agent::run(Arc::new(agent::Agent {
-                client,
-                node,
-                base_dir,
-            }))
-            .await;
+            run_agent(args).await?;
         }
     }
     Ok(())
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(ControllerMetrics::register(&mut registry));
+    let health = Health::new(registry);
+    let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
+    let client = connect().await?;
+    health.set_ready(true);
+
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        args.storage_class,
+        metrics.clone(),
+    ));
+    let provisioner = Arc::new(provisioner::Provisioner {
+        client: client.clone(),
+        name: args.provisioner_name,
+        base_dir: args.volume_base_dir,
+        provisioned: metrics.volumes_provisioned.clone(),
+    });
+    let work = async {
+        tokio::join!(controller::run(ctx), provisioner::run(provisioner));
+    };
+
+    if !args.leader_elect {
+        tracing::info!("controller and provisioner started (no leader election)");
+        metrics.is_leader.set(1);
+        tokio::select! {
+            _ = work => {}
+            served = server => served??,
+        }
+        return Ok(());
+    }
+
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("statefulapp-operator-{}", uuid::Uuid::new_v4().simple()));
+    let manager = LeaseManagerBuilder::new(client, &args.leader_elect_lease)
+        .with_namespace(&args.leader_elect_namespace)
+        .with_identity(&identity)
+        .with_duration(args.leader_elect_duration)
+        .with_grace(args.leader_elect_duration.div_ceil(3))
+        .build()
+        .await
+        .context("setting up leader election")?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(%identity, lease = %args.leader_elect_lease, "waiting for the leader lease");
+    while !*leading.borrow_and_update() {
+        leading.changed().await.context("leader election stopped")?;
+    }
+    tracing::info!(%identity, "leading: controller and provisioner started");
+    metrics.is_leader.set(1);
+    let lost = async {
+        while *leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {
+            // Shut down by a signal: hand the lease over at once.
+            drop(leading);
+            let _ = lease_task.await;
+            Ok(())
+        }
+        _ = lost => {
+            // Another replica may act now: stop before doing anything twice.
+            anyhow::bail!("lost the leader lease {}; exiting", args.leader_elect_lease)
+        }
+        served = server => Ok(served??),
+    }
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = AgentMetrics::register(&mut registry);
+    let health = Health::new(registry);
+    let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
+    let client = connect().await?;
+    std::fs::create_dir_all(&args.base_dir)
+        .with_context(|| format!("creating base dir {}", args.base_dir.display()))?;
+    health.set_ready(true);
+    tracing::info!(node = %args.node, base_dir = %args.base_dir.display(), "node agent started");
+    let agent = Arc::new(agent::Agent {
+        client,
+        node: args.node,
+        base_dir: args.base_dir,
+        metrics,
+    });
+    tokio::select! {
+        _ = agent::run(agent) => Ok(()),
+        served = server => Ok(served??),
+    }
 }

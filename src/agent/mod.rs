@@ -6,19 +6,21 @@
 
 mod paths;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, Patch};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 pub use self::paths::data_dir;
+use crate::metrics::AgentMetrics;
 use crate::names::{ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE, patch_params};
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
@@ -27,9 +29,19 @@ pub struct Agent {
     pub client: Client,
     pub node: String,
     pub base_dir: PathBuf,
+    pub metrics: AgentMetrics,
 }
 
+/// Runs the agent: the volume reconciler and the orphan scan.
 pub async fn run(agent: Arc<Agent>) {
+    // The scan never ends; the watch ends on SIGTERM, and so does the agent.
+    tokio::select! {
+        _ = watch_volumes(agent.clone()) => {}
+        _ = scan_for_orphans(agent) => {}
+    }
+}
+
+async fn watch_volumes(agent: Arc<Agent>) {
     let volumes: Api<PersistentVolume> = Api::all(agent.client.clone());
     let mine = watcher::Config::default().labels(&format!("{LABEL_NODE}={}", agent.node));
     Controller::new(volumes, mine)
@@ -71,12 +83,70 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
         return Ok(Requeue::await_change());
     }
     match std::fs::remove_dir_all(&dir) {
-        Ok(()) => tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "wiped"),
+        Ok(()) => {
+            agent.metrics.directories_wiped.inc();
+            tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "wiped");
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(Error::Io { path: dir, source }),
     }
     set_finalizer(&agent.client, &pv, false).await?;
     Ok(Requeue::await_change())
+}
+
+/// How often the agent compares its directories with its volume objects.
+const ORPHAN_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Reports data directories without a volume object (never deletes them:
+/// only a wipe destroys data). Such directories appear when a volume object
+/// lost its finalizer by hand, or a node's disk came from elsewhere.
+async fn scan_for_orphans(agent: Arc<Agent>) {
+    let mut reported = BTreeSet::new();
+    loop {
+        match find_orphans(&agent).await {
+            Ok(orphans) => {
+                agent.metrics.orphaned_directories.set(orphans.len() as i64);
+                for dir in orphans.difference(&reported) {
+                    tracing::warn!(dir = %dir.display(), "orphaned data directory: no volume object refers to it; kept");
+                }
+                reported = orphans;
+            }
+            Err(error) => tracing::warn!(%error, "orphan scan failed"),
+        }
+        tokio::time::sleep(ORPHAN_SCAN_INTERVAL).await;
+    }
+}
+
+async fn find_orphans(agent: &Agent) -> Result<BTreeSet<PathBuf>> {
+    let selector = ListParams::default().labels(&format!("{LABEL_NODE}={}", agent.node));
+    let volumes = Api::<PersistentVolume>::all(agent.client.clone())
+        .list(&selector)
+        .await?;
+    let known: BTreeSet<PathBuf> = volumes
+        .items
+        .iter()
+        .filter_map(|pv| pv.annotations().get(ANNOTATION_DIRECTORY))
+        .filter_map(|relative| data_dir(&agent.base_dir, relative).ok())
+        .collect();
+    agent.metrics.volumes.set(known.len() as i64);
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut orphans = BTreeSet::new();
+    for namespace in std::fs::read_dir(&agent.base_dir).map_err(io(&agent.base_dir))? {
+        let namespace = namespace.map_err(io(&agent.base_dir))?.path();
+        if !namespace.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&namespace).map_err(io(&namespace))? {
+            let dir = entry.map_err(io(&namespace))?.path();
+            if dir.is_dir() && !known.contains(&dir) {
+                orphans.insert(dir);
+            }
+        }
+    }
+    Ok(orphans)
 }
 
 async fn set_finalizer(client: &Client, pv: &PersistentVolume, present: bool) -> Result<()> {

@@ -36,6 +36,7 @@ use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
 use self::wipe_request::parse_wipe_annotation;
 use crate::api::{InstanceState, StatefulApp};
+use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
     ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
     LABEL_NAMESPACE, patch_params,
@@ -45,18 +46,20 @@ use crate::{Error, Result};
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Arc<ControllerMetrics>,
     /// StorageClass of the claims the controller creates.
     pub storage_class: String,
 }
 
 impl Context {
-    pub fn new(client: Client, storage_class: String) -> Self {
+    pub fn new(client: Client, storage_class: String, metrics: Arc<ControllerMetrics>) -> Self {
         let reporter = Reporter {
             controller: "statefulapp-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            metrics,
             client,
             storage_class,
         }
@@ -102,7 +105,25 @@ fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Req
     Requeue::requeue(Duration::from_secs(5))
 }
 
+/// Times and counts every reconcile.
 async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> {
+    let started = std::time::Instant::now();
+    let result = reconcile_app(app, ctx.clone()).await;
+    let metrics = &ctx.metrics;
+    metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    metrics
+        .reconciles
+        .get_or_create(&ResultLabels {
+            result: outcome.into(),
+        })
+        .inc();
+    result
+}
+
+async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> {
     let name = app.name_any();
     let ns = app
         .namespace()
@@ -118,6 +139,7 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
         .iter()
         .any(|f| f == FINALIZER_WIPE_ON_DELETE);
     if deleting && !has_finalizer {
+        ctx.metrics.forget_app(&ns, &name);
         return Ok(Requeue::await_change());
     }
     if !deleting && wipe_on_delete != has_finalizer {
@@ -142,6 +164,12 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
     };
     for action in &plan.actions {
         applier.apply(action).await?;
+        ctx.metrics
+            .actions
+            .get_or_create(&ActionLabels {
+                action: action.kind().into(),
+            })
+            .inc();
         publish(&ctx, &app, action).await;
     }
 
@@ -167,6 +195,7 @@ async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> 
         input_errors: &wipe.rejected,
         previous: &previous.conditions,
     });
+    ctx.metrics.observe_status(&ns, &name, &status);
     if app.status.as_ref() != Some(&status) {
         let patch = json!({ "status": status });
         apps.patch_status(&name, &patch_params(), &Patch::Merge(&patch))

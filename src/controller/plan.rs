@@ -51,6 +51,22 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The action's name, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::CreateClaim { .. } => "CreateClaim",
+            Action::RebindVolume { .. } => "RebindVolume",
+            Action::CreatePod { .. } => "CreatePod",
+            Action::DeletePod { .. } => "DeletePod",
+            Action::MarkForWipe { .. } => "MarkForWipe",
+            Action::MarkOrphaned { .. } => "MarkOrphaned",
+            Action::DeleteClaim { .. } => "DeleteClaim",
+            Action::DeleteVolume { .. } => "DeleteVolume",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// `instances` went down: the instance stops and stays reserved.

@@ -34,6 +34,8 @@ pub struct Provisioner {
     pub name: String,
     /// Base directory of volumes on every node (the agents' `--base-dir`).
     pub base_dir: String,
+    /// Counts volumes created.
+    pub provisioned: prometheus_client::metrics::counter::Counter,
 }
 
 pub async fn run(provisioner: Arc<Provisioner>) {
@@ -69,7 +71,10 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> 
     }
     let volume = volume_for(&claim, &name, node, &ctx)?;
     match volumes.create(&post_params(), &volume).await {
-        Ok(_) => tracing::info!(volume = %name, %node, "provisioned"),
+        Ok(_) => {
+            ctx.provisioned.inc();
+            tracing::info!(volume = %name, %node, "provisioned");
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod fixtures;
+pub mod http;
 pub mod operator;
 pub mod process;
 pub mod wait;

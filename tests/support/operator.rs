@@ -13,7 +13,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::TestCluster;
-use super::process::Process;
+use super::process::{Process, free_ports};
 use super::wait::wait_until;
 
 pub const STORAGE_CLASS: &str = "statefulapp-local";
@@ -36,6 +36,8 @@ pub struct Operator {
     pub agents: Mutex<BTreeMap<String, Process>>,
     /// Holds one dir per node: that node's agent base dir (its "disk").
     pub disks: PathBuf,
+    /// Port of the controller's /metrics, /healthz and /readyz.
+    pub metrics_port: u16,
     binary: PathBuf,
     logs: PathBuf,
     kubeconfig: PathBuf,
@@ -96,6 +98,7 @@ impl Operator {
             controller: Mutex::new(None),
             agents: Mutex::new(BTreeMap::new()),
             disks: cluster.dir.join("disks"),
+            metrics_port: free_ports(1)[0],
             binary: binary.to_path_buf(),
             logs,
             kubeconfig: cluster.kubeconfig.clone(),
@@ -114,6 +117,7 @@ impl Operator {
             format!("--storage-class={STORAGE_CLASS}"),
             format!("--provisioner-name={PROVISIONER}"),
             "--volume-base-dir=/var/lib/statefulapp".to_string(),
+            format!("--metrics-address=127.0.0.1:{}", self.metrics_port),
         ];
         let mut slot = self.controller.lock().unwrap();
         if let Some(mut previous) = slot.take() {
@@ -128,6 +132,39 @@ impl Operator {
         ));
     }
 
+    /// Starts an extra controller replica with leader election, serving
+    /// metrics on `metrics_port`. The caller owns (and kills) it.
+    pub fn start_elected_controller(
+        &self,
+        name: &str,
+        metrics_port: u16,
+        lease_seconds: u64,
+    ) -> Process {
+        let args = vec![
+            "controller".to_string(),
+            format!("--storage-class={STORAGE_CLASS}"),
+            format!("--provisioner-name={PROVISIONER}"),
+            format!("--metrics-address=127.0.0.1:{metrics_port}"),
+            "--leader-elect".to_string(),
+            "--leader-elect-namespace=default".to_string(),
+            format!("--leader-elect-duration={lease_seconds}"),
+        ];
+        Process::start_with_env(
+            name,
+            &self.binary,
+            &args,
+            &[("KUBECONFIG", &self.kubeconfig)],
+            &self.logs,
+        )
+    }
+
+    /// Kills the controller (SIGKILL) and leaves it stopped.
+    pub fn stop_controller(&self) {
+        if let Some(mut controller) = self.controller.lock().unwrap().take() {
+            controller.kill();
+        }
+    }
+
     /// (Re)starts the node agent of `node`.
     pub fn restart_agent(&self, node: &str) {
         let disk = self.disks.join(node);
@@ -135,6 +172,7 @@ impl Operator {
             "agent".to_string(),
             format!("--node={node}"),
             format!("--base-dir={}", disk.display()),
+            "--metrics-address=127.0.0.1:0".to_string(),
         ];
         let process = Process::start_with_env(
             &format!("agent-{node}"),

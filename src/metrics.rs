@@ -1,0 +1,172 @@
+//! Prometheus metrics of the controller, provisioner and node agent. Kept out
+//! of the logic: callers record, `http` serves.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::{InstanceState, StatefulAppStatus};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub namespace: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub namespace: String,
+    pub app: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+pub struct ControllerMetrics {
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub actions: Family<ActionLabels, Counter>,
+    pub instances: Family<StateLabels, Gauge>,
+    pub orphaned_volumes: Family<AppLabels, Gauge>,
+    pub volumes_provisioned: Counter,
+    pub is_leader: Gauge,
+}
+
+const STATES: [InstanceState; 5] = [
+    InstanceState::Staging,
+    InstanceState::Running,
+    InstanceState::Stopped,
+    InstanceState::Unreachable,
+    InstanceState::Wiping,
+];
+
+impl ControllerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = ControllerMetrics {
+            reconciles: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            actions: Family::default(),
+            instances: Family::default(),
+            orphaned_volumes: Family::default(),
+            volumes_provisioned: Counter::default(),
+            is_leader: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("statefulapp");
+        r.register(
+            "reconciles",
+            "Reconciles by result (success, error)",
+            metrics.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            metrics.reconcile_duration.clone(),
+        );
+        r.register(
+            "actions",
+            "Actions applied, by kind (CreatePod, DeletePod, MarkForWipe, ...)",
+            metrics.actions.clone(),
+        );
+        r.register(
+            "instances",
+            "Instances by app and state",
+            metrics.instances.clone(),
+        );
+        r.register(
+            "orphaned_volumes",
+            "Volumes kept from instances replaced after a node loss",
+            metrics.orphaned_volumes.clone(),
+        );
+        r.register(
+            "volumes_provisioned",
+            "Node-local persistent volumes created by the provisioner",
+            metrics.volumes_provisioned.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            metrics.is_leader.clone(),
+        );
+        metrics
+    }
+
+    /// Records the per-app gauges from a freshly computed status.
+    pub fn observe_status(&self, namespace: &str, app: &str, status: &StatefulAppStatus) {
+        for state in STATES {
+            let count = status.instances.iter().filter(|i| i.state == state).count();
+            self.instances
+                .get_or_create(&state_labels(namespace, app, state))
+                .set(count as i64);
+        }
+        self.orphaned_volumes
+            .get_or_create(&app_labels(namespace, app))
+            .set(status.orphaned_volumes.len() as i64);
+    }
+
+    /// Drops the per-app series of a deleted app.
+    pub fn forget_app(&self, namespace: &str, app: &str) {
+        for state in STATES {
+            self.instances.remove(&state_labels(namespace, app, state));
+        }
+        self.orphaned_volumes.remove(&app_labels(namespace, app));
+    }
+}
+
+fn app_labels(namespace: &str, app: &str) -> AppLabels {
+    AppLabels {
+        namespace: namespace.to_string(),
+        app: app.to_string(),
+    }
+}
+
+fn state_labels(namespace: &str, app: &str, state: InstanceState) -> StateLabels {
+    StateLabels {
+        namespace: namespace.to_string(),
+        app: app.to_string(),
+        state: format!("{state:?}"),
+    }
+}
+
+pub struct AgentMetrics {
+    pub volumes: Gauge,
+    pub directories_wiped: Counter,
+    pub orphaned_directories: Gauge,
+}
+
+impl AgentMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = AgentMetrics {
+            volumes: Gauge::default(),
+            directories_wiped: Counter::default(),
+            orphaned_directories: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("statefulapp_agent");
+        r.register(
+            "volumes",
+            "Data directories of live volumes on this node",
+            metrics.volumes.clone(),
+        );
+        r.register(
+            "directories_wiped",
+            "Data directories destroyed for a wipe",
+            metrics.directories_wiped.clone(),
+        );
+        r.register(
+            "orphaned_directories",
+            "Data directories on this node without a volume object (kept, never deleted)",
+            metrics.orphaned_directories.clone(),
+        );
+        metrics
+    }
+}
