@@ -78,13 +78,16 @@ struct AgentArgs {
 }
 
 fn init_tracing(json: bool) {
+    // Logs go to stderr (stdout is for `crd` output).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn,kube_lease_manager=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
-        builder.json().init();
+        builder.json().with_writer(std::io::stderr).init();
     } else {
-        builder.init();
+        builder.with_writer(std::io::stderr).init();
     }
 }
 

@@ -58,7 +58,8 @@ impl TestCluster {
     }
 
     async fn start(node_count: usize) -> Result<TestCluster, String> {
-        let bin_dir = build_binaries()?;
+        let bin_dir = std::panic::catch_unwind(tools_dir)
+            .map_err(|_| "building the control plane failed".to_string())?;
         let dir = test_dir();
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
@@ -337,6 +338,26 @@ impl TestCluster {
         name
     }
 
+    /// A kubeconfig acting as ServiceAccount `namespace/name` (admin
+    /// credentials with impersonation), so that a process run with it has
+    /// exactly that account's RBAC permissions.
+    pub fn kubeconfig_as_service_account(&self, namespace: &str, name: &str) -> PathBuf {
+        let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        for named in &mut kubeconfig.auth_infos {
+            let auth = named.auth_info.get_or_insert_default();
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+            auth.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ]);
+        }
+        let path = self.dir.join(format!("kubeconfig-{namespace}-{name}"));
+        let yaml = serde_yaml::to_string(&kubeconfig).expect("serialize kubeconfig");
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
+
     /// `kubectl` against this plane.
     pub fn kubectl(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(self.bin_dir.join("kubectl"));
@@ -397,6 +418,16 @@ pub async fn node_is_ready(client: &Client, name: &str) -> bool {
         .unwrap_or_default()
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Directory of the control-plane binaries, kubectl and helm (built or
+/// found on first use), without starting anything.
+pub fn tools_dir() -> PathBuf {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match DIR.get_or_init(build_binaries) {
+        Ok(dir) => dir.clone(),
+        Err(message) => panic!("{message}"),
+    }
 }
 
 /// Runs `testcluster/build.sh` (a no-op once cached) and returns its bin dir.

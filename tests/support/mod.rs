@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod http;
 pub mod operator;
 pub mod process;
+pub mod tutorial;
 pub mod wait;
 
 pub use cluster::TestCluster;

@@ -40,7 +40,16 @@ pub struct Operator {
     pub metrics_port: u16,
     binary: PathBuf,
     logs: PathBuf,
-    kubeconfig: PathBuf,
+    identity: Identity,
+}
+
+/// Who the operator's processes act as.
+#[derive(Clone)]
+pub struct Identity {
+    pub controller_kubeconfig: PathBuf,
+    pub agent_kubeconfig: PathBuf,
+    /// With a namespace, the controller runs with leader election there.
+    pub leader_elect_namespace: Option<String>,
 }
 
 impl Operator {
@@ -53,55 +62,28 @@ impl Operator {
     }
 
     /// Installs the CRD and StorageClass, then starts the controller and an
-    /// agent per node of `cluster`.
+    /// agent per node of `cluster`, all with admin credentials.
     pub async fn start(cluster: &TestCluster, binary: &Path) -> Operator {
-        let client = cluster.client().await;
-        let output = cluster
-            .kubectl()
-            .args(["apply", "-f", CRD_FILE])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        wait_until(Duration::from_secs(30), "CRD established", || {
-            let crds = crds.clone();
-            async move {
-                let crd = crds.get("statefulapps.statefulapp.io").await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-        let class: StorageClass = serde_json::from_value(json!({
-            "metadata": { "name": STORAGE_CLASS },
-            "provisioner": PROVISIONER,
-            "volumeBindingMode": "WaitForFirstConsumer",
-            "reclaimPolicy": "Retain",
-        }))
-        .unwrap();
-        let classes: Api<StorageClass> = Api::all(client.clone());
-        match classes.create(&PostParams::default(), &class).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("create StorageClass: {e}"),
-        }
+        install_crd_and_storage_class(cluster).await;
+        let identity = Identity {
+            controller_kubeconfig: cluster.kubeconfig.clone(),
+            agent_kubeconfig: cluster.kubeconfig.clone(),
+            leader_elect_namespace: None,
+        };
+        Operator::launch(cluster, binary, identity)
+    }
 
-        let logs = cluster.dir.join("logs");
+    /// Starts the controller and agents as `identity` (say, the Helm chart's
+    /// ServiceAccounts), on a cluster where the CRD is installed already.
+    pub fn launch(cluster: &TestCluster, binary: &Path, identity: Identity) -> Operator {
         let operator = Operator {
             controller: Mutex::new(None),
             agents: Mutex::new(BTreeMap::new()),
             disks: cluster.dir.join("disks"),
             metrics_port: free_ports(1)[0],
             binary: binary.to_path_buf(),
-            logs,
-            kubeconfig: cluster.kubeconfig.clone(),
+            logs: cluster.dir.join("logs"),
+            identity,
         };
         operator.restart_controller();
         for node in &cluster.nodes {
@@ -112,13 +94,17 @@ impl Operator {
 
     /// (Re)starts the controller process (SIGKILL of the previous one).
     pub fn restart_controller(&self) {
-        let args = vec![
+        let mut args = vec![
             "controller".to_string(),
             format!("--storage-class={STORAGE_CLASS}"),
             format!("--provisioner-name={PROVISIONER}"),
             "--volume-base-dir=/var/lib/statefulapp".to_string(),
             format!("--metrics-address=127.0.0.1:{}", self.metrics_port),
         ];
+        if let Some(ns) = &self.identity.leader_elect_namespace {
+            args.push("--leader-elect".into());
+            args.push(format!("--leader-elect-namespace={ns}"));
+        }
         let mut slot = self.controller.lock().unwrap();
         if let Some(mut previous) = slot.take() {
             previous.kill();
@@ -127,7 +113,7 @@ impl Operator {
             "operator-controller",
             &self.binary,
             &args,
-            &[("KUBECONFIG", &self.kubeconfig)],
+            &[("KUBECONFIG", &self.identity.controller_kubeconfig)],
             &self.logs,
         ));
     }
@@ -153,7 +139,7 @@ impl Operator {
             name,
             &self.binary,
             &args,
-            &[("KUBECONFIG", &self.kubeconfig)],
+            &[("KUBECONFIG", &self.identity.controller_kubeconfig)],
             &self.logs,
         )
     }
@@ -178,7 +164,7 @@ impl Operator {
             &format!("agent-{node}"),
             &self.binary,
             &args,
-            &[("KUBECONFIG", &self.kubeconfig)],
+            &[("KUBECONFIG", &self.identity.agent_kubeconfig)],
             &self.logs,
         );
         let previous = self
@@ -200,5 +186,45 @@ impl Operator {
             .as_ref()
             .map(|p| p.log_tail(60))
             .unwrap_or_default()
+    }
+}
+
+async fn install_crd_and_storage_class(cluster: &TestCluster) {
+    let client = cluster.client().await;
+    let output = cluster
+        .kubectl()
+        .args(["apply", "-f", CRD_FILE])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    wait_until(Duration::from_secs(30), "CRD established", || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get("statefulapps.statefulapp.io").await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": { "name": STORAGE_CLASS },
+        "provisioner": PROVISIONER,
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain",
+    }))
+    .unwrap();
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create StorageClass: {e}"),
     }
 }

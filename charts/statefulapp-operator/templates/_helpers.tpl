@@ -1,0 +1,29 @@
+{{- define "statefulapp.name" -}}statefulapp-operator{{- end -}}
+
+{{- define "statefulapp.fullname" -}}
+{{- if contains "statefulapp-operator" .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-statefulapp-operator" .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "statefulapp.labels" -}}
+app.kubernetes.io/name: {{ include "statefulapp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "statefulapp.selector" -}}
+app.kubernetes.io/name: {{ include "statefulapp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "statefulapp.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "statefulapp.controllerAccount" -}}{{ include "statefulapp.fullname" . }}-controller{{- end -}}
+{{- define "statefulapp.agentAccount" -}}{{ include "statefulapp.fullname" . }}-agent{{- end -}}
