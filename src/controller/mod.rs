@@ -108,7 +108,10 @@ fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Req
 /// Times and counts every reconcile.
 async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> {
     let started = std::time::Instant::now();
-    let result = reconcile_app(app, ctx.clone()).await;
+    let result = reconcile_app(app.clone(), ctx.clone()).await;
+    if let Err(error) = &result {
+        report_failure(&ctx, &app, error).await;
+    }
     let metrics = &ctx.metrics;
     metrics
         .reconcile_duration
@@ -242,6 +245,31 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     } else {
         2
     })))
+}
+
+/// Makes a failed reconcile visible to the user: a Warning Event and the
+/// `Degraded` condition (best effort: the API may be what is failing).
+async fn report_failure(ctx: &Context, app: &StatefulApp, error: &Error) {
+    let message = format!("reconcile failed, retrying: {error}");
+    warn(ctx, app, "ReconcileFailed", &message).await;
+    let mut conditions = app.status.clone().unwrap_or_default().conditions;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+    conditions.retain(|c| c.type_ != "Degraded");
+    conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: "Degraded".into(),
+        status: "True".into(),
+        reason: "ReconcileFailed".into(),
+        message,
+        observed_generation: app.metadata.generation,
+        last_transition_time: now,
+    });
+    let patch = json!({ "status": { "conditions": conditions } });
+    if let Some(ns) = app.namespace() {
+        let apps: Api<StatefulApp> = Api::namespaced(ctx.client.clone(), &ns);
+        let _ = apps
+            .patch_status(&app.name_any(), &patch_params(), &Patch::Merge(&patch))
+            .await;
+    }
 }
 
 async fn list_objects(client: &Client, ns: &str, app: &str) -> Result<ClusterObjects> {
