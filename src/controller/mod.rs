@@ -18,7 +18,7 @@ mod simulation;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};
@@ -165,16 +165,13 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         observed: &observed,
         storage_class: &ctx.storage_class,
     };
-    for action in &plan.actions {
-        applier.apply(action).await?;
-        ctx.metrics
-            .actions
-            .get_or_create(&ActionLabels {
-                action: action.kind().into(),
-            })
-            .inc();
-        publish(&ctx, &app, action).await;
-    }
+    // Instances are independent: their action lists run concurrently, each
+    // in plan order (claims before the pod, wipe marks before deletions).
+    futures::stream::iter(group_by_instance(&plan.actions))
+        .map(|actions| apply_in_order(&applier, &ctx, &app, actions))
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
 
     if deleting {
         if observed.instances.is_empty() {
@@ -270,6 +267,42 @@ async fn report_failure(ctx: &Context, app: &StatefulApp, error: &Error) {
             .patch_status(&app.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await;
     }
+}
+
+/// Instances whose actions are applied at the same time.
+const APPLY_CONCURRENCY: usize = 32;
+
+/// Splits the plan into per-instance lists, keeping the plan's order inside
+/// each. Actions without an instance run alone.
+fn group_by_instance(actions: &[Action]) -> Vec<Vec<Action>> {
+    let mut groups: Vec<Vec<Action>> = Vec::new();
+    let mut index: std::collections::HashMap<Uuid, usize> = Default::default();
+    for action in actions {
+        match action.instance().map(|uuid| *index.entry(uuid).or_insert(groups.len())) {
+            Some(i) if i < groups.len() => groups[i].push(action.clone()),
+            _ => groups.push(vec![action.clone()]),
+        }
+    }
+    groups
+}
+
+async fn apply_in_order(
+    applier: &Applier<'_>,
+    ctx: &Context,
+    app: &StatefulApp,
+    actions: Vec<Action>,
+) -> Result<()> {
+    for action in &actions {
+        applier.apply(action).await?;
+        ctx.metrics
+            .actions
+            .get_or_create(&ActionLabels {
+                action: action.kind().into(),
+            })
+            .inc();
+        publish(ctx, app, action).await;
+    }
+    Ok(())
 }
 
 async fn list_objects(client: &Client, ns: &str, app: &str) -> Result<ClusterObjects> {

@@ -52,6 +52,20 @@ pub enum Action {
 }
 
 impl Action {
+    /// The instance the action is about (none for a volume re-bind).
+    pub fn instance(&self) -> Option<Uuid> {
+        match self {
+            Action::CreateClaim { instance, .. }
+            | Action::CreatePod { instance }
+            | Action::DeletePod { instance, .. }
+            | Action::MarkForWipe { instance }
+            | Action::MarkOrphaned { instance }
+            | Action::DeleteClaim { instance, .. }
+            | Action::DeleteVolume { instance, .. } => Some(*instance),
+            Action::RebindVolume { .. } => None,
+        }
+    }
+
     /// The action's name, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
