@@ -29,7 +29,13 @@ async fn main() {
     let mut _operator = None;
     if with_operator {
         let output = std::process::Command::new(tools_dir().join("helm"))
-            .args(["install", "statefulapp-operator", CHART, "--namespace", NAMESPACE])
+            .args([
+                "install",
+                "statefulapp-operator",
+                CHART,
+                "--namespace",
+                NAMESPACE,
+            ])
             .args(["--create-namespace", "--wait", "--kubeconfig"])
             .arg(&cluster.kubeconfig)
             .output()

@@ -406,6 +406,22 @@ async fn bad_wipe_annotation_warns_and_destroys_nothing() {
         message.contains("garbage") && message.contains("nothing was wiped"),
         "{message}"
     );
+
+    // A well-formed id of this app that does not exist is refused too.
+    let typo = "postgres.00000000-0000-4000-8000-000000000000";
+    s.annotate("statefulapp.io/wipe", &format!("{},{typo}", before[1].id))
+        .await;
+    let status = s
+        .wait("unknown id reported", |st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.message.contains(typo))
+        })
+        .await;
+    same_instances(&status, &before);
+    for instance in &before {
+        s.assert_marker(instance);
+    }
 }
 
 /// A template change relaunches each instance in place: same id, node and

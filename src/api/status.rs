@@ -30,6 +30,10 @@ pub struct StatefulAppStatus {
     /// Volumes of instances replaced after a node loss: kept, never destroyed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphaned_volumes: Vec<VolumeStatus>,
+    /// Instances wiped on request (newest last, at most 100): their ids may
+    /// stay in the wipe annotation without being reported as unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wiped_instances: Vec<String>,
     /// `Ready`, `Progressing`, `Degraded`, as Argo CD and Flux read them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -15,6 +15,7 @@ mod plan_tests;
 #[cfg(test)]
 mod simulation;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,12 +35,12 @@ use self::apply::Applier;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
-use self::wipe_request::parse_wipe_annotation;
+use self::wipe_request::{check_known, parse_wipe_annotation};
 use crate::api::{InstanceState, StatefulApp};
 use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
     ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
-    LABEL_NAMESPACE, patch_params,
+    LABEL_INSTANCE, LABEL_NAMESPACE, patch_params,
 };
 use crate::{Error, Result};
 
@@ -150,12 +151,29 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     }
 
     let objects = list_objects(&ctx.client, &ns, &name).await?;
-    let wipe = parse_wipe_annotation(
+    let previous = app.status.clone().unwrap_or_default();
+    let existing = instance_uuids(&objects);
+    let request = parse_wipe_annotation(
         &name,
         app.annotations()
             .get(ANNOTATION_WIPE)
             .map_or("", String::as_str),
     );
+    let mut wiped: BTreeSet<Uuid> = previous
+        .wiped_instances
+        .iter()
+        .filter_map(|id| id.parse::<InstanceId>().ok().map(|id| id.uuid))
+        .collect();
+    // Named by the wipe request, listed last time, gone now: wiped.
+    wiped.extend(
+        previous
+            .instances
+            .iter()
+            .filter_map(|i| i.id.parse::<InstanceId>().ok())
+            .filter(|id| request.valid.contains(id) && !existing.contains(&id.uuid))
+            .map(|id| id.uuid),
+    );
+    let wipe = check_known(request, &existing, &wiped);
     let observed = observe(&app, &wipe, &objects, Timestamp::now());
     let plan = plan(&observed, &mut Uuid::new_v4);
 
@@ -186,8 +204,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .iter()
         .map(|v| (v.name.clone(), v.size.clone()))
         .collect();
-    let previous = app.status.clone().unwrap_or_default();
-    let status = compute_status(&StatusInput {
+    let mut status = compute_status(&StatusInput {
         observed: &observed,
         plan: &plan,
         generation: app.metadata.generation,
@@ -195,6 +212,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         input_errors: &wipe.rejected,
         previous: &previous.conditions,
     });
+    status.wiped_instances = wiped_ids(&name, &previous.wiped_instances, &wiped);
     ctx.metrics.observe_status(&ns, &name, &status);
     if app.status.as_ref() != Some(&status) {
         let patch = json!({ "status": status });
@@ -269,6 +287,35 @@ async fn report_failure(ctx: &Context, app: &StatefulApp, error: &Error) {
     }
 }
 
+/// Uuids of every instance with a claim, volume or pod in `objects`.
+fn instance_uuids(objects: &ClusterObjects) -> BTreeSet<Uuid> {
+    let labels = objects
+        .pods
+        .iter()
+        .map(|o| o.labels())
+        .chain(objects.claims.iter().map(|o| o.labels()))
+        .chain(objects.volumes.iter().map(|o| o.labels()));
+    labels
+        .filter_map(|l| l.get(LABEL_INSTANCE))
+        .filter_map(|u| Uuid::parse_str(u).ok())
+        .collect()
+}
+
+/// The wiped-instance record: previous order kept, new ones appended,
+/// bounded to the newest 100.
+fn wiped_ids(app: &str, previous: &[String], wiped: &BTreeSet<Uuid>) -> Vec<String> {
+    let mut ids: Vec<String> = previous.to_vec();
+    for uuid in wiped {
+        let id = InstanceId::new(app, *uuid).to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let excess = ids.len().saturating_sub(100);
+    ids.drain(..excess);
+    ids
+}
+
 /// Instances whose actions are applied at the same time.
 const APPLY_CONCURRENCY: usize = 32;
 
@@ -278,7 +325,10 @@ fn group_by_instance(actions: &[Action]) -> Vec<Vec<Action>> {
     let mut groups: Vec<Vec<Action>> = Vec::new();
     let mut index: std::collections::HashMap<Uuid, usize> = Default::default();
     for action in actions {
-        match action.instance().map(|uuid| *index.entry(uuid).or_insert(groups.len())) {
+        match action
+            .instance()
+            .map(|uuid| *index.entry(uuid).or_insert(groups.len()))
+        {
             Some(i) if i < groups.len() => groups[i].push(action.clone()),
             _ => groups.push(vec![action.clone()]),
         }

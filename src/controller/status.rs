@@ -111,6 +111,8 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
         selector: Some(format!("{LABEL_APP}={app}")),
         instances: records,
         orphaned_volumes: orphaned_volumes(input),
+        // Kept by the reconciler, which knows the previous status.
+        wiped_instances: Vec::new(),
         conditions,
     }
 }

@@ -1,6 +1,10 @@
 //! Parsing of the `statefulapp.io/wipe` annotation: which instances the user
 //! asked to wipe, and what in the value is wrong (reported, never acted on).
 
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
 use crate::names::InstanceId;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -26,6 +30,27 @@ pub fn parse_wipe_annotation(app: &str, value: &str) -> WipeRequest {
         }
     }
     if !request.rejected.is_empty() {
+        request.valid.clear();
+    }
+    request
+}
+
+/// Rejects the whole request if it names an instance that neither exists
+/// nor was wiped before (a typo must not be silently ignored). Ids of
+/// completed wipes are fine: the annotation may stay, as GitOps keeps it.
+pub fn check_known(
+    mut request: WipeRequest,
+    existing: &BTreeSet<Uuid>,
+    wiped: &BTreeSet<Uuid>,
+) -> WipeRequest {
+    let unknown: Vec<String> = request
+        .valid
+        .iter()
+        .filter(|id| !existing.contains(&id.uuid) && !wiped.contains(&id.uuid))
+        .map(|id| format!("{id} is not an instance of this app"))
+        .collect();
+    if !unknown.is_empty() {
+        request.rejected.extend(unknown);
         request.valid.clear();
     }
     request
@@ -62,6 +87,23 @@ mod tests {
             );
             assert!(!request.rejected.is_empty(), "{value:?} not reported");
         }
+    }
+
+    #[test]
+    fn unknown_ids_reject_the_request_but_completed_wipes_do_not() {
+        let id: InstanceId = ID.parse().unwrap();
+        let request = parse_wipe_annotation("postgres", ID);
+        let none = BTreeSet::new();
+        let unknown = check_known(request.clone(), &none, &none);
+        assert!(unknown.valid.is_empty());
+        assert!(unknown.rejected[0].contains("not an instance"));
+        let existing = BTreeSet::from([id.uuid]);
+        assert_eq!(
+            check_known(request.clone(), &existing, &none).valid,
+            vec![id.clone()]
+        );
+        let done = check_known(request, &none, &existing);
+        assert!(done.rejected.is_empty(), "a completed wipe is not an error");
     }
 
     proptest! {
