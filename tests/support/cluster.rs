@@ -22,8 +22,20 @@ pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Controller-manager's grace before an unheard node turns NotReady.
 pub const NODE_MONITOR_GRACE: Duration = Duration::from_secs(20);
 
-/// Number of simulated nodes the shared plane starts with.
+/// Number of simulated nodes the shared plane starts with, unless
+/// `STATEFULAPP_TESTCLUSTER_NODES` says otherwise (benchmarks use 50).
 const DEFAULT_NODES: usize = 3;
+
+/// With `STATEFULAPP_TESTCLUSTER_AUDIT=1` the API server writes an audit log
+/// (JSON lines, metadata level) to `<dir>/audit.log`, used to count requests.
+const AUDIT_ENV: &str = "STATEFULAPP_TESTCLUSTER_AUDIT";
+
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+";
 
 pub struct TestCluster {
     pub dir: PathBuf,
@@ -46,7 +58,7 @@ impl TestCluster {
                     .enable_all()
                     .build()
                     .expect("tokio runtime")
-                    .block_on(TestCluster::start(DEFAULT_NODES))
+                    .block_on(TestCluster::start(node_count()))
             })
             .join()
             .unwrap_or_else(|_| Err("control plane start-up panicked".to_string()))
@@ -120,7 +132,10 @@ impl TestCluster {
                 // Room for benchmarks that create thousands of objects at once.
                 "--max-requests-inflight=2000".into(),
                 "--max-mutating-requests-inflight=1000".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_args(&dir))
+            .collect::<Vec<String>>(),
         );
         let client = cluster.client().await;
         cluster
@@ -364,6 +379,28 @@ impl TestCluster {
         cmd.env("KUBECONFIG", &self.kubeconfig);
         cmd
     }
+}
+
+fn node_count() -> usize {
+    std::env::var("STATEFULAPP_TESTCLUSTER_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_NODES)
+}
+
+fn audit_args(dir: &Path) -> Vec<String> {
+    if std::env::var(AUDIT_ENV).as_deref() != Ok("1") {
+        return Vec::new();
+    }
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY).expect("write audit policy");
+    vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", dir.join("audit.log").display()),
+        "--audit-log-format=json".into(),
+        "--audit-log-mode=batch".into(),
+        "--audit-log-batch-max-wait=1s".into(),
+    ]
 }
 
 /// Size of a simulated node.

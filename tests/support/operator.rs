@@ -23,12 +23,21 @@ const CRD_FILE: &str = concat!(
     "/crds/statefulapp.io_statefulapps.yaml"
 );
 
-/// The operator binary cargo built for this test (or example) run.
+/// The operator binary cargo built for this test (or example) run, of the
+/// same profile (a release benchmark measures a release operator).
 pub fn operator_binary() -> &'static str {
-    option_env!("CARGO_BIN_EXE_statefulapp-operator").unwrap_or(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/debug/statefulapp-operator"
-    ))
+    let profile_binary = if cfg!(debug_assertions) {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/debug/statefulapp-operator"
+        )
+    } else {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/release/statefulapp-operator"
+        )
+    };
+    option_env!("CARGO_BIN_EXE_statefulapp-operator").unwrap_or(profile_binary)
 }
 
 pub struct Operator {
@@ -180,6 +189,11 @@ impl Operator {
         self.disks.join(node).join(namespace).join(persistence_id)
     }
 
+    /// Process id of the running controller.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.lock().unwrap().as_ref().map(Process::pid)
+    }
+
     pub fn controller_log_tail(&self) -> String {
         let controller = self.controller.lock().unwrap();
         controller
@@ -189,7 +203,8 @@ impl Operator {
     }
 }
 
-async fn install_crd_and_storage_class(cluster: &TestCluster) {
+/// Installs the CRD (as users do, with `kubectl apply`) and the StorageClass.
+pub async fn install_crd_and_storage_class(cluster: &TestCluster) {
     let client = cluster.client().await;
     let output = cluster
         .kubectl()

@@ -1,0 +1,203 @@
+//! Footprint in steady state: resident memory and CPU of the operator's
+//! controller process, and the API requests it makes in an idle minute,
+//! counted from the API server's audit log (the operator runs as its own
+//! ServiceAccount identity so that its requests can be told apart).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use statefulapp_operator::api::StatefulApp;
+
+use crate::support::TestCluster;
+use crate::support::fixtures::postgres;
+use crate::support::operator::{
+    Identity, Operator, install_crd_and_storage_class, operator_binary,
+};
+
+const NAMESPACE: &str = "default";
+const ACCOUNT: &str = "statefulapp-bench";
+const IDLE_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Footprint {
+    pub apps: usize,
+    pub instances: usize,
+    pub converge_seconds: f64,
+    pub rss_mib: f64,
+    pub peak_rss_mib: f64,
+    pub cpu_cores_idle: f64,
+    pub requests_per_idle_minute: usize,
+    pub writes_per_idle_minute: usize,
+    pub requests_by_verb: BTreeMap<String, usize>,
+}
+
+/// The operator, acting as ServiceAccount `default/statefulapp-bench`.
+pub async fn operator_with_own_identity(cluster: &TestCluster) -> Operator {
+    install_crd_and_storage_class(cluster).await;
+    let client = cluster.client().await;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": ACCOUNT },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin" },
+        "subjects": [{ "kind": "ServiceAccount", "name": ACCOUNT, "namespace": NAMESPACE }],
+    }))
+    .unwrap();
+    let _ = Api::<ClusterRoleBinding>::all(client)
+        .create(&PostParams::default(), &binding)
+        .await;
+    let kubeconfig = cluster.kubeconfig_as_service_account(NAMESPACE, ACCOUNT);
+    let identity = Identity {
+        controller_kubeconfig: kubeconfig.clone(),
+        agent_kubeconfig: cluster.kubeconfig.clone(),
+        leader_elect_namespace: None,
+    };
+    Operator::launch(cluster, operator_binary().as_ref(), identity)
+}
+
+pub async fn measure(
+    cluster: &TestCluster,
+    operator: &Operator,
+    apps: usize,
+    instances: usize,
+) -> Footprint {
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "bench-footprint").await;
+    let api: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    eprintln!("bench: footprint: creating {apps} apps x {instances} instances");
+    let started = Instant::now();
+    futures::stream::iter(0..apps)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let mut app = postgres(instances as i32);
+                app["metadata"]["name"] = json!(format!("app-{i}"));
+                app["spec"]["template"]["spec"]["containers"][0]["resources"] =
+                    json!({ "requests": { "cpu": "1m", "memory": "1Mi" } });
+                let app: StatefulApp = serde_json::from_value(app).unwrap();
+                api.create(&PostParams::default(), &app).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let total = apps * instances;
+    loop {
+        let list = api.list(&ListParams::default()).await.unwrap().items;
+        let running: i32 = list
+            .iter()
+            .filter_map(|a| a.status.as_ref())
+            .map(|s| s.running)
+            .sum();
+        if running as usize == total {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "footprint apps not converged"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let converge = started.elapsed();
+    eprintln!(
+        "bench: footprint: {total} instances running after {:.0}s; settling",
+        converge.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let pid = operator.controller_pid().expect("controller running");
+    let cpu_before = cpu_ticks(pid);
+    let window_start = chrono_now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let window_end = chrono_now();
+    let cpu_after = cpu_ticks(pid);
+    // The audit log is flushed in batches of at most a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, peak) = rss_mib(pid);
+    let by_verb = audit_requests(&cluster.dir.join("audit.log"), &window_start, &window_end);
+    let writes = ["create", "update", "patch", "delete", "deletecollection"]
+        .iter()
+        .map(|v| by_verb.get(*v).copied().unwrap_or(0))
+        .sum();
+    Footprint {
+        apps,
+        instances,
+        converge_seconds: converge.as_secs_f64(),
+        rss_mib: rss,
+        peak_rss_mib: peak,
+        cpu_cores_idle: (cpu_after - cpu_before) as f64
+            / ticks_per_second()
+            / IDLE_WINDOW.as_secs_f64(),
+        requests_per_idle_minute: by_verb.values().sum(),
+        writes_per_idle_minute: writes,
+        requests_by_verb: by_verb,
+    }
+}
+
+/// RFC 3339 time as the audit log writes it (UTC, micro-seconds).
+fn chrono_now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; after the ')' they are 12 and 13.
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+/// Requests of the bench's operator identity in [start, end), by verb.
+fn audit_requests(log: &std::path::Path, start: &str, end: &str) -> BTreeMap<String, usize> {
+    let user = format!("system:serviceaccount:{NAMESPACE}:{ACCOUNT}");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut by_verb = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if event["impersonatedUser"]["username"] != user.as_str()
+            || event["stage"] != "ResponseComplete"
+        {
+            continue;
+        }
+        let at = event["requestReceivedTimestamp"].as_str().unwrap_or("");
+        if at >= start && at < end {
+            *by_verb
+                .entry(event["verb"].as_str().unwrap_or("?").to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    by_verb
+}

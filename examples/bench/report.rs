@@ -1,0 +1,141 @@
+//! Medians, ratios, the printed table and the JSON file.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::footprint::Footprint;
+
+#[derive(Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub statefulapp_seconds: Vec<f64>,
+    pub statefulset_seconds: Vec<f64>,
+    pub ceiling_seconds: Vec<f64>,
+}
+
+impl Row {
+    pub fn new(scenario: String) -> Row {
+        Row {
+            scenario,
+            statefulapp_seconds: Vec::new(),
+            statefulset_seconds: Vec::new(),
+            ceiling_seconds: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, ours: Duration, peer: Option<Duration>, ceiling: Option<Duration>) {
+        self.statefulapp_seconds.push(ours.as_secs_f64());
+        self.statefulset_seconds
+            .extend(peer.map(|d| d.as_secs_f64()));
+        self.ceiling_seconds
+            .extend(ceiling.map(|d| d.as_secs_f64()));
+    }
+}
+
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub nodes: usize,
+    pub rows: Vec<Row>,
+    pub footprint: Option<Footprint>,
+}
+
+impl Report {
+    pub fn new(nodes: &[String]) -> Report {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+            .unwrap_or_default();
+        Report {
+            machine: format!("{cpus} cores, {model}"),
+            nodes: nodes.len(),
+            rows: Vec::new(),
+            footprint: None,
+        }
+    }
+
+    pub fn print(&self) {
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}s"));
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".to_string(),
+        };
+        println!(
+            "\nmachine: {}; {} simulated nodes; medians",
+            self.machine, self.nodes
+        );
+        println!(
+            "| {:<24} | {:>11} | {:>11} | {:>9} | {:>19} | {:>17} |",
+            "scenario",
+            "StatefulApp",
+            "StatefulSet",
+            "ceiling",
+            "StatefulSet/StatefulApp",
+            "StatefulApp/ceiling"
+        );
+        println!(
+            "|{:-<26}|{:->13}|{:->13}|{:->11}|{:->25}|{:->19}|",
+            "", "", "", "", "", ""
+        );
+        for row in &self.rows {
+            let (ours, peer, ceiling) = (
+                median(&row.statefulapp_seconds),
+                median(&row.statefulset_seconds),
+                median(&row.ceiling_seconds),
+            );
+            println!(
+                "| {:<24} | {:>11} | {:>11} | {:>9} | {:>23} | {:>17} |",
+                row.scenario,
+                fmt(ours),
+                fmt(peer),
+                fmt(ceiling),
+                ratio(peer, ours),
+                ratio(ours, ceiling)
+            );
+        }
+        if let Some(f) = &self.footprint {
+            println!(
+                "\nfootprint, {} apps x {} instances (converged in {:.0}s): RSS {:.1} MiB (peak {:.1} MiB), idle CPU {:.3} cores, {} API requests and {} writes per idle minute {:?}",
+                f.apps,
+                f.instances,
+                f.converge_seconds,
+                f.rss_mib,
+                f.peak_rss_mib,
+                f.cpu_cores_idle,
+                f.requests_per_idle_minute,
+                f.writes_per_idle_minute,
+                f.requests_by_verb
+            );
+        }
+    }
+
+    pub fn write_json(&self, path: &std::path::Path) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("create results dir");
+        }
+        let json = serde_json::to_string_pretty(self).expect("serialize report");
+        std::fs::write(path, json).expect("write results");
+        eprintln!("bench: results written to {}", path.display());
+    }
+}

@@ -1,0 +1,311 @@
+//! The timed scenarios. Each runs in a fresh namespace and measures from the
+//! request to the moment every pod is Running and every claim Bound.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use statefulapp_operator::api::StatefulApp;
+
+use crate::support::TestCluster;
+use crate::support::fixtures::postgres;
+use crate::support::operator::{Operator, STORAGE_CLASS};
+
+/// Concurrency of the direct client (the ceiling).
+const CEILING_CONCURRENCY: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+fn container() -> Value {
+    json!({ "name": "postgres", "image": "postgres:16",
+            "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } } })
+}
+
+async fn namespace(cluster: &TestCluster, client: &Client, prefix: &str) -> String {
+    cluster.namespace(client, prefix).await
+}
+
+/// Polls until `n` pods of `ns` run and `claims` claims are Bound (and, when
+/// `n` is 0, no pod is left at all).
+async fn wait_converged(client: &Client, ns: &str, n: usize, claims: usize) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let pod_list = pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let running = pod_list
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        let settled_pods = if n == 0 {
+            pod_list.is_empty()
+        } else {
+            running == n
+        };
+        if settled_pods {
+            let bound = pvcs
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .iter()
+                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+                .count();
+            if bound >= claims {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ns}: not converged to {n} after {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Cold scale-up 0 -> n, then stop all and time the restart back to n.
+pub async fn statefulapp_scale_up_and_restart(
+    cluster: &TestCluster,
+    _operator: &Operator,
+    n: usize,
+) -> (Duration, Duration) {
+    let client = cluster.client().await;
+    let ns = namespace(cluster, &client, "bench-sapp").await;
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    let mut app = postgres(0);
+    app["spec"]["template"]["spec"]["containers"] = json!([container()]);
+    let app: StatefulApp = serde_json::from_value(app).unwrap();
+    apps.create(&PostParams::default(), &app).await.unwrap();
+
+    let scale = |count: usize| {
+        let apps = apps.clone();
+        async move {
+            let patch = json!({ "spec": { "instances": count } });
+            apps.patch("postgres", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    let started = Instant::now();
+    scale(n).await;
+    wait_converged(&client, &ns, n, n).await;
+    let cold = started.elapsed();
+
+    scale(0).await;
+    wait_converged(&client, &ns, 0, n).await;
+    let started = Instant::now();
+    scale(n).await;
+    wait_converged(&client, &ns, n, n).await;
+    let restart = started.elapsed();
+    cleanup(&client, &ns).await;
+    (cold, restart)
+}
+
+/// The peer: a Parallel StatefulSet with volumeClaimTemplates on the same
+/// StorageClass (served by the same provisioner and agents).
+pub async fn statefulset_scale_up_and_restart(
+    cluster: &TestCluster,
+    n: usize,
+) -> (Duration, Duration) {
+    let client = cluster.client().await;
+    let ns = namespace(cluster, &client, "bench-sts").await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let set: StatefulSet = serde_json::from_value(json!({
+        "metadata": { "name": "postgres" },
+        "spec": {
+            "replicas": 0,
+            "podManagementPolicy": "Parallel",
+            "serviceName": "postgres",
+            "selector": { "matchLabels": { "app": "postgres" } },
+            "persistentVolumeClaimRetentionPolicy": { "whenScaled": "Retain", "whenDeleted": "Retain" },
+            "template": {
+                "metadata": { "labels": { "app": "postgres" } },
+                "spec": { "containers": [{
+                    "name": "postgres", "image": "postgres:16",
+                    "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } },
+                    "volumeMounts": [{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }],
+                }]},
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "pgdata" },
+                "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                          "resources": { "requests": { "storage": "100Mi" } } },
+            }],
+        },
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let scale = |count: usize| {
+        let sets = sets.clone();
+        async move {
+            let patch = json!({ "spec": { "replicas": count } });
+            sets.patch("postgres", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    let started = Instant::now();
+    scale(n).await;
+    wait_converged(&client, &ns, n, n).await;
+    let cold = started.elapsed();
+
+    scale(0).await;
+    wait_converged(&client, &ns, 0, n).await;
+    let started = Instant::now();
+    scale(n).await;
+    wait_converged(&client, &ns, n, n).await;
+    let restart = started.elapsed();
+    cleanup(&client, &ns).await;
+    (cold, restart)
+}
+
+/// The ceiling: a client creating, per instance, a node-local volume, its
+/// pre-bound claim and the pod, with bounded concurrency.
+pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Duration {
+    let client = cluster.client().await;
+    let ns = namespace(cluster, &client, "bench-ceiling").await;
+    let nodes = cluster.nodes.clone();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (client, ns, node) = (client.clone(), ns.clone(), nodes[i % nodes.len()].clone());
+            async move { create_direct(&client, &ns, i, &node).await }
+        })
+        .buffer_unordered(CEILING_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    wait_converged(&client, &ns, n, n).await;
+    let elapsed = started.elapsed();
+    cleanup(&client, &ns).await;
+    elapsed
+}
+
+async fn create_direct(client: &Client, ns: &str, i: usize, node: &str) {
+    let pv_name = format!("{ns}-{i}");
+    let claim = format!("data-{i}");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": { "name": pv_name },
+        "spec": {
+            "capacity": { "storage": "100Mi" }, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+            "local": { "path": format!("/var/lib/bench/{pv_name}") },
+            "claimRef": { "namespace": ns, "name": claim },
+            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+                { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] }]}]}},
+        },
+    }))
+    .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": { "name": claim },
+        "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
+                  "resources": { "requests": { "storage": "100Mi" } } },
+    }))
+    .unwrap();
+    let mut pod = container();
+    pod["volumeMounts"] = json!([{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }]);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": format!("postgres-{i}") },
+        "spec": { "containers": [pod],
+                  "volumes": [{ "name": "pgdata", "persistentVolumeClaim": { "claimName": claim } }] },
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&pp, &pv)
+        .await
+        .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&pp, &pvc)
+        .await
+        .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&pp, &pod)
+        .await
+        .unwrap();
+}
+
+/// Wipe throughput: n stopped instances wiped by one annotation; time until
+/// every claim and volume is gone (the agents removed the data).
+pub async fn statefulapp_wipe(cluster: &TestCluster, _operator: &Operator, n: usize) -> Duration {
+    let client = cluster.client().await;
+    let ns = namespace(cluster, &client, "bench-wipe").await;
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    let mut app = postgres(n as i32);
+    app["spec"]["template"]["spec"]["containers"] = json!([container()]);
+    let app: StatefulApp = serde_json::from_value(app).unwrap();
+    apps.create(&PostParams::default(), &app).await.unwrap();
+    wait_converged(&client, &ns, n, n).await;
+    let patch = json!({ "spec": { "instances": 0 } });
+    apps.patch("postgres", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_converged(&client, &ns, 0, n).await;
+    let status = apps.get("postgres").await.unwrap().status.unwrap();
+    let ids: Vec<String> = status.instances.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(ids.len(), n);
+
+    let started = Instant::now();
+    let patch = json!({ "metadata": { "annotations": { "statefulapp.io/wipe": ids.join(",") } } });
+    apps.patch("postgres", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let selector = ListParams::default().labels(&format!("statefulapp.io/namespace={ns}"));
+    let deadline = Instant::now() + TIMEOUT;
+    while !volumes.list(&selector).await.unwrap().items.is_empty() {
+        assert!(Instant::now() < deadline, "wipe not done after {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let elapsed = started.elapsed();
+    cleanup(&client, &ns).await;
+    elapsed
+}
+
+/// Deletes what a scenario left (workloads, pods, claims, released volumes)
+/// so that later scenarios start from an empty cluster.
+async fn cleanup(client: &Client, ns: &str) {
+    let dp = kube::api::DeleteParams::default().grace_period(0);
+    let lp = ListParams::default();
+    let _ = Api::<StatefulApp>::namespaced(client.clone(), ns)
+        .delete_collection(&dp, &lp)
+        .await;
+    let _ = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .delete_collection(&dp, &lp)
+        .await;
+    let _ = Api::<Pod>::namespaced(client.clone(), ns)
+        .delete_collection(&dp, &lp)
+        .await;
+    let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .delete_collection(&dp, &lp)
+        .await;
+    // Volumes of the bench are held by the agents' finalizer (no wipe): drop
+    // it, the data dirs are throwaway here.
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for pv in volumes.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        let ours = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|r| r.namespace.as_deref())
+            == Some(ns);
+        if ours {
+            let patch = json!({ "metadata": { "finalizers": null } });
+            let _ = volumes
+                .patch(
+                    &pv.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+            let _ = volumes.delete(&pv.name_any(), &dp).await;
+        }
+    }
+}
