@@ -72,7 +72,10 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let apps: Api<StatefulApp> = Api::all(client.clone());
     let labelled = watcher::Config::default().labels(LABEL_APP);
-    Controller::new(apps, watcher::Config::default())
+    let controller = Controller::new(apps, watcher::Config::default());
+    let app_store = controller.store();
+    let readiness = std::sync::Mutex::new(std::collections::HashMap::<String, bool>::new());
+    controller
         .owns(Api::<Pod>::all(client.clone()), labelled.clone())
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -91,6 +94,23 @@ pub async fn run(ctx: Arc<Context>) {
                 Some(ObjectRef::new(app).within(ns))
             },
         )
+        // A node turning NotReady (or Ready again) concerns every app that
+        // may have instances there; heartbeats that change nothing do not.
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |node| {
+                let ready = node_ready(&node);
+                let changed =
+                    readiness.lock().unwrap().insert(node.name_any(), ready) != Some(ready);
+                let apps = if changed {
+                    app_store.state()
+                } else {
+                    Vec::new()
+                };
+                apps.into_iter().map(|app| ObjectRef::from_obj(&*app))
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -99,6 +119,13 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Requeue {
@@ -253,13 +280,20 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .await;
     }
 
-    // Converging work is driven by watches; the timer catches node changes.
+    // Watches drive the work (apps, pods, claims, volumes, node readiness);
+    // the timers are a safety net, and time-based policies (node-loss
+    // replacement) need a wake-up.
     let settled = plan.actions.is_empty();
-    Ok(Requeue::requeue(Duration::from_secs(if settled {
-        30
-    } else {
-        2
-    })))
+    let unreachable = status
+        .instances
+        .iter()
+        .any(|i| i.state == InstanceState::Unreachable);
+    let next = match (settled, unreachable) {
+        (false, _) => Duration::from_secs(2),
+        (true, true) => Duration::from_secs(5),
+        (true, false) => SETTLED_RESYNC,
+    };
+    Ok(Requeue::requeue(next))
 }
 
 /// Makes a failed reconcile visible to the user: a Warning Event and the
@@ -315,6 +349,9 @@ fn wiped_ids(app: &str, previous: &[String], wiped: &BTreeSet<Uuid>) -> Vec<Stri
     ids.drain(..excess);
     ids
 }
+
+/// How often a settled app is looked at again without any event.
+const SETTLED_RESYNC: Duration = Duration::from_secs(300);
 
 /// Instances whose actions are applied at the same time.
 const APPLY_CONCURRENCY: usize = 32;
