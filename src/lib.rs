@@ -5,6 +5,8 @@
 //! - [`controller`]: reconciles StatefulApps (observe -> plan -> apply).
 //! - [`provisioner`]: creates node-local persistent volumes for claims.
 //! - [`agent`]: the node agent owning the data directories of its node.
+//! - [`plugin`]: the `kubectl statefulapp` plugin.
+//! - [`marathon`]: import of Marathon app definitions.
 //! - [`crdgen`]: the CRD document printed from the Rust types.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 
@@ -14,8 +16,10 @@ pub mod controller;
 pub mod crdgen;
 mod error;
 pub mod http;
+pub mod marathon;
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 pub mod provisioner;
 
 pub use error::{Error, Result};

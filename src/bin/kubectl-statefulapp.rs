@@ -1,15 +1,13 @@
 //! `kubectl statefulapp`: the `dcos marathon` workflow for StatefulApps.
+//! Errors are one clear line on stderr and exit code 1.
 
 use clap::Parser;
+use statefulapp_operator::plugin::{Cli, run};
 
-#[derive(Parser)]
-#[command(
-    name = "kubectl-statefulapp",
-    version,
-    about = "Manage StatefulApps the way `dcos marathon` managed stateful apps"
-)]
-struct Cli {}
-
-fn main() {
-    let _ = Cli::parse();
+#[tokio::main]
+async fn main() {
+    if let Err(error) = run(Cli::parse()).await {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,102 @@
+//! Command line of `kubectl statefulapp`, shaped like `dcos marathon`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-statefulapp",
+    version,
+    about = "Manage StatefulApps the way `dcos marathon` managed stateful apps"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's namespace, else "default").
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// List across all namespaces.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apps: add, list, stop, start, update, remove.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Tasks (instances): list, show, stop.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Convert a Marathon app definition (JSON) into a StatefulApp and print it.
+    Import {
+        /// The Marathon app JSON (`-` for stdin).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Create or update an app from a StatefulApp YAML/JSON or a Marathon app JSON (`-` for stdin).
+    Add { file: PathBuf },
+    /// List apps.
+    List,
+    /// Stop all instances (instances=0); they keep their node and volumes.
+    Stop { app: String },
+    /// Start a stopped app again (instances=1 unless --instances).
+    Start {
+        app: String,
+        #[arg(long, default_value_t = 1)]
+        instances: i32,
+    },
+    /// Change an app: `instances=N`.
+    Update {
+        app: String,
+        /// `instances=N`
+        setting: String,
+    },
+    /// Delete an app; its volumes are kept unless --wipe.
+    Remove {
+        app: String,
+        /// Destroy all of the app's volumes and data too.
+        #[arg(long)]
+        wipe: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// List instances, running and stopped, of one app or all apps.
+    List { app: Option<String> },
+    /// Show one instance (id, unique id prefix, or uuid).
+    Show { id: String },
+    /// Restart an instance (its pod is replaced); with --wipe destroy it and its data.
+    Stop {
+        id: String,
+        #[arg(long)]
+        wipe: bool,
+    },
+}

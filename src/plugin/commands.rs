@@ -1,0 +1,358 @@
+//! The commands. Each reads what it needs, does one thing, and prints what a
+//! `dcos marathon` user would expect to see.
+
+use std::io::Read;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use serde_json::{Value, json};
+
+use super::PluginError;
+use super::cli::{AppCommand, Cli, Command, GlobalArgs, Output, TaskCommand};
+use super::output::{app_table, task_document, task_table};
+use super::resolve::{find_instance, parse_instances_setting};
+use crate::api::{InstanceState, StatefulApp};
+use crate::names::{ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, InstanceId, pod_name};
+
+const FIELD_MANAGER: &str = "kubectl-statefulapp";
+
+struct Session {
+    client: Client,
+    namespace: String,
+    all_namespaces: bool,
+    output: Output,
+}
+
+impl Session {
+    async fn connect(global: &GlobalArgs) -> Result<Session, PluginError> {
+        let options = KubeConfigOptions {
+            context: global.context.clone(),
+            ..Default::default()
+        };
+        let config = match (&global.kubeconfig, &global.context) {
+            (Some(path), _) => {
+                let kubeconfig = Kubeconfig::read_from(path).map_err(config_error)?;
+                Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(config_error)?
+            }
+            (None, Some(_)) => Config::from_kubeconfig(&options)
+                .await
+                .map_err(config_error)?,
+            (None, None) => Config::infer().await.map_err(config_error)?,
+        };
+        let namespace = global
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
+        Ok(Session {
+            client,
+            namespace,
+            all_namespaces: global.all_namespaces,
+            output: global.output,
+        })
+    }
+
+    fn apps(&self) -> Api<StatefulApp> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn list_apps(&self) -> Result<Vec<StatefulApp>, PluginError> {
+        let api: Api<StatefulApp> = if self.all_namespaces {
+            Api::all(self.client.clone())
+        } else {
+            self.apps()
+        };
+        let mut apps = api.list(&ListParams::default()).await?.items;
+        apps.sort_by_key(|a| (a.namespace(), a.name_any()));
+        Ok(apps)
+    }
+
+    async fn get_app(&self, name: &str) -> Result<StatefulApp, PluginError> {
+        let name = name.trim_start_matches('/');
+        self.apps().get_opt(name).await?.ok_or_else(|| {
+            PluginError::NotFound(format!(
+                "app /{name} not found in namespace {}",
+                self.namespace
+            ))
+        })
+    }
+
+    async fn set_instances(&self, name: &str, instances: i32) -> Result<(), PluginError> {
+        let app = self.get_app(name).await?;
+        let patch = json!({ "spec": { "instances": instances } });
+        self.apps()
+            .patch(
+                &app.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        println!(
+            "/{}: instances {} -> {instances}",
+            app.name_any(),
+            app.spec.instances
+        );
+        Ok(())
+    }
+
+    fn print(&self, value: &Value, table: impl FnOnce() -> String) -> Result<(), PluginError> {
+        match self.output {
+            Output::Table => print!("{}", table()),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            ),
+            Output::Yaml => print!("{}", serde_yaml::to_string(value).unwrap_or_default()),
+        }
+        Ok(())
+    }
+}
+
+fn config_error(error: impl std::fmt::Display) -> PluginError {
+    PluginError::Config(error.to_string())
+}
+
+/// Runs one command line.
+pub async fn run(cli: Cli) -> Result<(), PluginError> {
+    if let Command::Import { file } = &cli.command {
+        let text = read_input(file)?;
+        let imported = crate::marathon::import_app(&text, cli.global.namespace.as_deref())
+            .map_err(|e| PluginError::Parse {
+                path: file.display().to_string(),
+                message: e.to_string(),
+            })?;
+        for warning in &imported.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let value = serde_json::to_value(&imported.app).unwrap_or_default();
+        match cli.global.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            ),
+            _ => print!("{}", serde_yaml::to_string(&value).unwrap_or_default()),
+        }
+        return Ok(());
+    }
+    let session = Session::connect(&cli.global).await?;
+    match cli.command {
+        Command::App(command) => app(&session, command).await,
+        Command::Task(command) => task(&session, command).await,
+        Command::Import { .. } => unreachable!("handled above"),
+    }
+}
+
+async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> {
+    match command {
+        AppCommand::Add { file } => add(session, &file).await,
+        AppCommand::List => {
+            let apps = session.list_apps().await?;
+            let value = serde_json::to_value(&apps).unwrap_or_default();
+            session.print(&value, || {
+                app_table(&apps, Timestamp::now(), session.all_namespaces)
+            })
+        }
+        AppCommand::Stop { app } => session.set_instances(&app, 0).await,
+        AppCommand::Start { app, instances } => session.set_instances(&app, instances).await,
+        AppCommand::Update { app, setting } => {
+            let instances = parse_instances_setting(&setting)?;
+            session.set_instances(&app, instances).await
+        }
+        AppCommand::Remove { app, wipe } => remove(session, &app, wipe).await,
+    }
+}
+
+async fn add(session: &Session, file: &std::path::Path) -> Result<(), PluginError> {
+    let text = read_input(file)?;
+    let path = file.display().to_string();
+    let parse_error = |message: String| PluginError::Parse {
+        path: path.clone(),
+        message,
+    };
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+    let mut app: StatefulApp = if value.get("apiVersion").is_none() && value.get("id").is_some() {
+        let imported = crate::marathon::import_app(&text, Some(&session.namespace))
+            .map_err(|e| parse_error(e.to_string()))?;
+        for warning in &imported.warnings {
+            eprintln!("warning: {warning}");
+        }
+        imported.app
+    } else {
+        if value.get("kind").and_then(Value::as_str) != Some("StatefulApp") {
+            return Err(parse_error(
+                "expected kind: StatefulApp (or a Marathon app JSON)".into(),
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))?
+    };
+    let namespace = app.namespace().unwrap_or_else(|| session.namespace.clone());
+    app.metadata.namespace = Some(namespace.clone());
+    app.metadata.managed_fields = None;
+    app.metadata.resource_version = None;
+    app.status = None;
+    let name = app.name_any();
+    let api: Api<StatefulApp> = Api::namespaced(session.client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&app),
+    )
+    .await?;
+    println!(
+        "app /{name} added in namespace {namespace} ({} instances)",
+        app.spec.instances
+    );
+    Ok(())
+}
+
+async fn remove(session: &Session, name: &str, wipe: bool) -> Result<(), PluginError> {
+    let app = session.get_app(name).await?;
+    let name = app.name_any();
+    let api = session.apps();
+    if wipe {
+        let patch = json!({ "metadata": { "annotations": { ANNOTATION_WIPE_ON_DELETE: "true" } } });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    api.delete(&name, &DeleteParams::default()).await?;
+    let wipes = wipe
+        || app
+            .annotations()
+            .get(ANNOTATION_WIPE_ON_DELETE)
+            .is_some_and(|v| v == "true");
+    if wipes {
+        println!("app /{name} removed; its volumes and data are being destroyed");
+    } else {
+        println!(
+            "app /{name} removed; its volumes and data are kept: adding an app named {name} in namespace {} again adopts them (use --wipe to destroy them)",
+            session.namespace
+        );
+    }
+    Ok(())
+}
+
+async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError> {
+    match command {
+        TaskCommand::List { app } => {
+            let mut apps = session.list_apps().await?;
+            if let Some(name) = app {
+                let name = name.trim_start_matches('/').to_string();
+                apps.retain(|a| a.name_any() == name);
+                if apps.is_empty() {
+                    return Err(PluginError::NotFound(format!("app /{name} not found")));
+                }
+            }
+            let documents: Vec<Value> = apps
+                .iter()
+                .flat_map(|app| {
+                    app.status
+                        .iter()
+                        .flat_map(|s| &s.instances)
+                        .map(move |i| task_document(app, i))
+                })
+                .collect();
+            session.print(&json!(documents), || {
+                task_table(&apps, session.all_namespaces)
+            })
+        }
+        TaskCommand::Show { id } => {
+            let apps = session.list_apps().await?;
+            let found = find_instance(&apps, &id)?;
+            let document = task_document(found.app, found.instance);
+            match session.output {
+                Output::Yaml => print!("{}", serde_yaml::to_string(&document).unwrap_or_default()),
+                _ => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&document).unwrap_or_default()
+                ),
+            }
+            Ok(())
+        }
+        TaskCommand::Stop { id, wipe } => {
+            let apps = session.list_apps().await?;
+            let found = find_instance(&apps, &id)?;
+            let app_name = found.app.name_any();
+            let namespace = found.app.namespace().unwrap_or_default();
+            let instance_id = found.instance.id.clone();
+            if wipe {
+                wipe_instance(session, found.app, &instance_id).await
+            } else {
+                let parsed: InstanceId = instance_id
+                    .parse()
+                    .map_err(|e: crate::names::IdError| PluginError::Usage(e.to_string()))?;
+                if found.instance.state == InstanceState::Stopped {
+                    println!("{instance_id} is stopped; nothing to restart");
+                    return Ok(());
+                }
+                let pods: Api<Pod> = Api::namespaced(session.client.clone(), &namespace);
+                pods.delete(&pod_name(&parsed), &DeleteParams::default())
+                    .await?;
+                println!(
+                    "{instance_id} restarting on its node (app /{app_name} keeps it; use `app update {app_name} instances=N` to stop instances, --wipe to destroy it)"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn wipe_instance(session: &Session, app: &StatefulApp, id: &str) -> Result<(), PluginError> {
+    let mut ids: Vec<String> = app
+        .annotations()
+        .get(ANNOTATION_WIPE)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !ids.iter().any(|i| i == id) {
+        ids.push(id.to_string());
+    }
+    let patch = json!({ "metadata": { "annotations": { ANNOTATION_WIPE: ids.join(",") } } });
+    let api: Api<StatefulApp> =
+        Api::namespaced(session.client.clone(), &app.namespace().unwrap_or_default());
+    api.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    println!(
+        "{id} will be wiped: its pod, volumes and data are destroyed{}",
+        if app.spec.instances as usize
+            > app
+                .status
+                .as_ref()
+                .map_or(0, |s| s.instances.len())
+                .saturating_sub(1)
+        {
+            "; a fresh instance replaces it because instances still asks for it"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn read_input(path: &std::path::Path) -> Result<String, PluginError> {
+    let read_error = |source| PluginError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(read_error)
+    }
+}

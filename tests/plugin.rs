@@ -1,0 +1,193 @@
+//! The kubectl plugin walks the DC/OS tutorial's `dcos marathon` commands
+//! against the real control plane with the operator running.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::TestCluster;
+use support::fixtures::wait_for_status;
+use support::operator::Operator;
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-statefulapp");
+
+struct Plugin {
+    kubeconfig: String,
+    namespace: String,
+}
+
+impl Plugin {
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(PLUGIN)
+            .args(["--kubeconfig", &self.kubeconfig, "-n", &self.namespace])
+            .args(args)
+            .output()
+            .expect("run plugin");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (success, stdout, stderr) = self.run(args);
+        assert!(success, "{args:?} failed: {stderr}");
+        stdout
+    }
+}
+
+/// The tutorial's app, as a Marathon JSON (imported by `app add`).
+const POSTGRES_MARATHON: &str = r#"{
+  "id": "/postgres", "cpus": 0.5, "mem": 256, "instances": 1,
+  "container": { "type": "DOCKER", "docker": { "image": "postgres:9.5" },
+    "volumes": [
+      { "containerPath": "pgdata", "mode": "RW", "persistent": { "size": 100 } },
+      { "containerPath": "/var/lib/postgresql/data", "hostPath": "pgdata", "mode": "RW" } ] },
+  "upgradeStrategy": { "maximumOverCapacity": 0, "minimumHealthCapacity": 0 }
+}"#;
+
+#[tokio::test]
+async fn the_tutorial_through_kubectl_statefulapp() {
+    let cluster = TestCluster::shared();
+    let operator = Operator::shared().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "plugin").await;
+    let plugin = Plugin {
+        kubeconfig: cluster.kubeconfig.display().to_string(),
+        namespace: ns.clone(),
+    };
+    let file = cluster.dir.join(format!("{ns}-postgres.marathon.json"));
+    std::fs::write(&file, POSTGRES_MARATHON).unwrap();
+
+    // app add (a Marathon definition, imported)
+    let added = plugin.ok(&["app", "add", file.to_str().unwrap()]);
+    assert!(added.contains("app /postgres added"), "{added}");
+    wait_for_status(&client, &ns, "postgres", operator, "running", |s| {
+        s.running == 1 && s.ready == 1
+    })
+    .await;
+
+    // task list / task show
+    let list = plugin.ok(&["task", "list"]);
+    let line = list.lines().nth(1).expect("one task");
+    assert!(
+        line.starts_with("/postgres") && line.contains("True") && line.contains("Running"),
+        "{list}"
+    );
+    let id = line.split_whitespace().last().unwrap().to_string();
+    let prefix = &id[..id.len() - 28]; // `postgres.xxxxxxxx`: a unique prefix
+    let show: Value = serde_json::from_str(&plugin.ok(&["task", "show", prefix])).unwrap();
+    assert_eq!(show["id"], id.as_str());
+    assert_eq!(show["appId"], "/postgres");
+    assert!(show["startedAt"].is_string());
+    assert_eq!(
+        show["localVolumes"][0]["containerPath"],
+        "/var/lib/postgresql/data"
+    );
+    let persistence_id = show["localVolumes"][0]["persistenceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(persistence_id.starts_with("postgres#pgdata#"));
+
+    // app stop: the task stays, without startedAt
+    plugin.ok(&["app", "stop", "postgres"]);
+    wait_for_status(&client, &ns, "postgres", operator, "stopped", |s| {
+        s.stopped == 1
+    })
+    .await;
+    let list = plugin.ok(&["task", "list", "postgres"]);
+    assert!(list.contains("N/A") && list.contains(&id), "{list}");
+    let show: Value = serde_json::from_str(&plugin.ok(&["task", "show", &id])).unwrap();
+    assert!(show.get("startedAt").is_none());
+    assert_eq!(
+        show["localVolumes"][0]["persistenceId"],
+        persistence_id.as_str()
+    );
+
+    // app start: same task, same persistenceId
+    plugin.ok(&["app", "start", "postgres"]);
+    wait_for_status(&client, &ns, "postgres", operator, "restarted", |s| {
+        s.running == 1
+    })
+    .await;
+    let show: Value = serde_json::from_str(&plugin.ok(&["task", "show", &id])).unwrap();
+    assert_eq!(
+        show["localVolumes"][0]["persistenceId"],
+        persistence_id.as_str()
+    );
+
+    // app update instances=2, then instances=1
+    plugin.ok(&["app", "update", "postgres", "instances=2"]);
+    let status = wait_for_status(&client, &ns, "postgres", operator, "two", |s| {
+        s.running == 2
+    })
+    .await;
+    let second = status
+        .instances
+        .iter()
+        .find(|i| i.id != id)
+        .unwrap()
+        .id
+        .clone();
+    plugin.ok(&["app", "update", "postgres", "instances=1"]);
+    wait_for_status(&client, &ns, "postgres", operator, "one stopped", |s| {
+        s.stopped == 1
+    })
+    .await;
+
+    // task stop --wipe of the stopped second task
+    let wiped = plugin.ok(&["task", "stop", &second, "--wipe"]);
+    assert!(wiped.contains("will be wiped"), "{wiped}");
+    wait_for_status(&client, &ns, "postgres", operator, "wiped", |s| {
+        s.instances.len() == 1
+    })
+    .await;
+
+    // app list and -o json
+    let apps = plugin.ok(&["app", "list"]);
+    assert!(
+        apps.lines().nth(1).unwrap().starts_with("/postgres"),
+        "{apps}"
+    );
+    let json: Value = serde_json::from_str(&plugin.ok(&["task", "list", "-o", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+
+    // clear errors, exit code 1, no panic
+    let (success, _, stderr) = plugin.run(&["task", "show", "nothing-like-this"]);
+    assert!(
+        !success && stderr.starts_with("error: no instance matches"),
+        "{stderr}"
+    );
+    let (success, _, stderr) = plugin.run(&["app", "update", "postgres", "cpus=2"]);
+    assert!(
+        !success && stderr.contains("only `instances=N`"),
+        "{stderr}"
+    );
+
+    // app remove: data kept
+    let removed = plugin.ok(&["app", "remove", "postgres"]);
+    assert!(removed.contains("kept"), "{removed}");
+}
+
+#[test]
+fn import_prints_a_statefulapp_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.json");
+    let mut app: Value = serde_json::from_str(POSTGRES_MARATHON).unwrap();
+    app["fetch"] = serde_json::json!([{ "uri": "https://example.com/x" }]);
+    std::fs::write(&file, app.to_string()).unwrap();
+    let output = Command::new(PLUGIN)
+        .args(["import", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let yaml = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        yaml.contains("kind: StatefulApp") && yaml.contains("mountPath: /var/lib/postgresql/data"),
+        "{yaml}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("warning: fetch"));
+}
