@@ -262,12 +262,9 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
             .await;
         }
     }
-    if !wipe.rejected.is_empty()
-        && previous
-            .conditions
-            .iter()
-            .all(|c| c.reason != "InvalidWipeRequest")
-    {
+    if !wipe.rejected.is_empty() {
+        // Every reconcile that sees it says it again: the recorder folds
+        // repeats into one Event with a count, and the user sees it is current.
         warn(
             &ctx,
             &app,
@@ -529,6 +526,6 @@ async fn emit(ctx: &Context, app: &StatefulApp, type_: EventType, reason: &str, 
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
-        tracing::debug!(error = %e, "could not publish event");
+        tracing::warn!(error = %e, reason, "could not publish event");
     }
 }
