@@ -270,8 +270,20 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
             &app,
             "InvalidWipeRequest",
             &format!(
-                "ignoring {ANNOTATION_WIPE}: {}; nothing was wiped",
-                wipe.rejected.join("; ")
+                "ignoring part of {ANNOTATION_WIPE}: {}; {}",
+                wipe.rejected.join("; "),
+                if wipe.valid.is_empty() {
+                    "nothing was wiped".to_string()
+                } else {
+                    format!(
+                        "wiping only {}",
+                        wipe.valid
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ),
         )
         .await;

@@ -35,9 +35,10 @@ pub fn parse_wipe_annotation(app: &str, value: &str) -> WipeRequest {
     request
 }
 
-/// Rejects the whole request if it names an instance that neither exists
-/// nor was wiped before (a typo must not be silently ignored). Ids of
-/// completed wipes are fine: the annotation may stay, as GitOps keeps it.
+/// Reports ids that name no instance and were not wiped before (a typo, or
+/// a completed wipe whose record was lost with the status). They match
+/// nothing, so nothing is destroyed for them, and they do not block the other
+/// ids of the request: an annotation kept by GitOps never stalls later wipes.
 pub fn check_known(
     mut request: WipeRequest,
     existing: &BTreeSet<Uuid>,
@@ -47,12 +48,9 @@ pub fn check_known(
         .valid
         .iter()
         .filter(|id| !existing.contains(&id.uuid) && !wiped.contains(&id.uuid))
-        .map(|id| format!("{id} is not an instance of this app"))
+        .map(|id| format!("{id} is not an instance of this app (nothing to wipe)"))
         .collect();
-    if !unknown.is_empty() {
-        request.rejected.extend(unknown);
-        request.valid.clear();
-    }
+    request.rejected.extend(unknown);
     request
 }
 
@@ -90,19 +88,23 @@ mod tests {
     }
 
     #[test]
-    fn unknown_ids_reject_the_request_but_completed_wipes_do_not() {
+    fn unknown_ids_are_reported_and_completed_wipes_are_not() {
         let id: InstanceId = ID.parse().unwrap();
-        let request = parse_wipe_annotation("postgres", ID);
-        let none = BTreeSet::new();
-        let unknown = check_known(request.clone(), &none, &none);
-        assert!(unknown.valid.is_empty());
-        assert!(unknown.rejected[0].contains("not an instance"));
+        let other: InstanceId = "postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d"
+            .parse()
+            .unwrap();
+        let request = parse_wipe_annotation("postgres", &format!("{ID},{other}"));
         let existing = BTreeSet::from([id.uuid]);
-        assert_eq!(
-            check_known(request.clone(), &existing, &none).valid,
-            vec![id.clone()]
+        let checked = check_known(request.clone(), &existing, &BTreeSet::new());
+        assert!(
+            checked.rejected[0].contains("not an instance"),
+            "{checked:?}"
         );
-        let done = check_known(request, &none, &existing);
+        assert!(
+            checked.valid.contains(&id),
+            "a typo does not block the other ids"
+        );
+        let done = check_known(request, &existing, &BTreeSet::from([other.uuid]));
         assert!(done.rejected.is_empty(), "a completed wipe is not an error");
     }
 
