@@ -165,6 +165,91 @@ fn invalid_apps() -> Vec<Case> {
             "name: Required value",
         ),
         (
+            "empty volume name",
+            Box::new(|a| a["spec"]["volumes"][0]["name"] = json!("")),
+            "spec.volumes[0].name",
+        ),
+        (
+            "volume name ending in a dash",
+            Box::new(|a| a["spec"]["volumes"][0]["name"] = json!("data-")),
+            "spec.volumes[0].name",
+        ),
+        (
+            "volume name with an underscore",
+            Box::new(|a| a["spec"]["volumes"][0]["name"] = json!("pg_data")),
+            "spec.volumes[0].name",
+        ),
+        (
+            "root mount path",
+            Box::new(|a| a["spec"]["volumes"][0]["mountPath"] = json!("/")),
+            "spec.volumes[0].mountPath",
+        ),
+        (
+            "overlong mount path",
+            Box::new(|a| {
+                a["spec"]["volumes"][0]["mountPath"] = json!(format!("/{}", "d".repeat(1100)))
+            }),
+            "spec.volumes[0].mountPath",
+        ),
+        (
+            "duplicate mount paths",
+            Box::new(|a| {
+                a["spec"]["volumes"].as_array_mut().unwrap().push(json!({ "name": "wal", "size": "1Gi", "mountPath": "/var/lib/postgresql/data" }));
+            }),
+            "volume mountPaths must be unique",
+        ),
+        (
+            "size with a space",
+            Box::new(|a| a["spec"]["volumes"][0]["size"] = json!("1 Gi")),
+            "size must be a quantity",
+        ),
+        (
+            "empty size",
+            Box::new(|a| a["spec"]["volumes"][0]["size"] = json!("")),
+            "spec.volumes[0].size",
+        ),
+        (
+            "size with an unknown unit",
+            Box::new(|a| a["spec"]["volumes"][0]["size"] = json!("10GB")),
+            "size must be a quantity",
+        ),
+        (
+            "too many container names",
+            Box::new(|a| {
+                let names: Vec<String> = (0..33).map(|i| format!("c{i}")).collect();
+                a["spec"]["volumes"][0]["containers"] = json!(names);
+            }),
+            "must have at most 32 items",
+        ),
+        (
+            "fractional instances",
+            Box::new(|a| a["spec"]["instances"] = json!(1.5)),
+            "spec.instances",
+        ),
+        (
+            "lower-case kill selection",
+            Box::new(|a| a["spec"]["killSelection"] = json!("youngestFirst")),
+            "spec.killSelection",
+        ),
+        (
+            "node loss delay over 30 days",
+            Box::new(|a| {
+                a["spec"]["nodeLossPolicy"] =
+                    json!({ "action": "Replace", "afterSeconds": 2_592_001 })
+            }),
+            "afterSeconds",
+        ),
+        (
+            "upper-case app name",
+            Box::new(|a| a["metadata"]["name"] = json!("Postgres")),
+            "RFC 1123",
+        ),
+        (
+            "volumes as an object",
+            Box::new(|a| a["spec"]["volumes"] = json!({ "name": "pgdata" })),
+            "spec.volumes",
+        ),
+        (
             "too many volumes",
             Box::new(|a| {
                 let vols: Vec<Value> = (0..17).map(|i| json!({ "name": format!("v{i}"), "size": "1Gi", "mountPath": format!("/v{i}") })).collect();
@@ -215,6 +300,31 @@ async fn invalid_apps_are_rejected_with_a_clear_message() {
         failures.len(),
         cases.len(),
         failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn huge_objects_are_refused() {
+    let cluster = TestCluster::shared();
+    Operator::shared().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "huge").await;
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    let mut app = postgres(1);
+    app["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{ "name": "BLOB", "value": "x".repeat(4 * 1024 * 1024) }]);
+    let err = apps
+        .patch(
+            "postgres",
+            &PatchParams::apply("validation-test"),
+            &Patch::Apply(&app),
+        )
+        .await
+        .expect_err("a 4 MiB object was accepted");
+    let message = err.to_string();
+    assert!(
+        message.contains("too large") || message.contains("413"),
+        "{message}"
     );
 }
 

@@ -65,6 +65,9 @@ async fn main() {
             rows[0].add(app.0, Some(peer.0), Some(ceiling));
             rows[1].add(app.1, Some(peer.1), None);
         }
+        for row in &rows {
+            row.print_progress();
+        }
         report.rows.extend(rows);
         let mut wipe = Row::new(format!("wipe {n} instances"));
         for _ in 0..args.repeats {
@@ -74,6 +77,7 @@ async fn main() {
                 None,
             );
         }
+        wipe.print_progress();
         report.rows.push(wipe);
     }
     if args.footprint_apps > 0 {

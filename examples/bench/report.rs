@@ -24,6 +24,14 @@ impl Row {
         }
     }
 
+    /// One line on stderr as soon as a scenario is done.
+    pub fn print_progress(&self) {
+        eprintln!(
+            "bench: {}: StatefulApp {:?} StatefulSet {:?} ceiling {:?} (seconds)",
+            self.scenario, self.statefulapp_seconds, self.statefulset_seconds, self.ceiling_seconds
+        );
+    }
+
     pub fn add(&mut self, ours: Duration, peer: Option<Duration>, ceiling: Option<Duration>) {
         self.statefulapp_seconds.push(ours.as_secs_f64());
         self.statefulset_seconds

@@ -51,7 +51,8 @@ pub struct StatefulAppSpec {
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(
         validation = Rule::new("self == oldSelf").message("volumes are immutable: create a new StatefulApp to change them"),
-        validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("volume names must be unique")
+        validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("volume names must be unique"),
+        validation = Rule::new("self.all(v, self.exists_one(w, w.mountPath == v.mountPath))").message("volume mountPaths must be unique")
     )]
     pub volumes: Vec<VolumeSpec>,
 

@@ -260,6 +260,40 @@ impl TestCluster {
         kubelet
     }
 
+    /// SIGKILLs a control-plane process (`etcd`, `kube-apiserver`, ...) and
+    /// starts it again with the same flags, data and ports; waits until the
+    /// API server answers again.
+    pub async fn restart(&self, name: &str, down_for: Duration) {
+        let (program, args) = {
+            let mut processes = self.processes.lock().unwrap();
+            let index = processes
+                .iter()
+                .position(|p| p.name == name)
+                .unwrap_or_else(|| panic!("no process {name}"));
+            let mut old = processes.remove(index);
+            old.kill();
+            (old.program.clone(), old.args.clone())
+        };
+        tokio::time::sleep(down_for).await;
+        let log_dir = self
+            .dir
+            .join("logs")
+            .join(format!("restart-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let process = Process::start(name, &program, &args, &log_dir);
+        self.processes.lock().unwrap().push(process);
+        let client = self.client().await;
+        self.wait_for("kube-apiserver", Duration::from_secs(90), || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new()).ok()?;
+                client.request_text(req).await.ok().filter(|t| t == "ok")
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} did not come back: {e}"));
+    }
+
     fn spawn(&self, name: &str, args: &[String]) {
         let program = self.bin_dir.join(name);
         let process = Process::start(name, &program, args, &self.dir.join("logs"));

@@ -58,8 +58,21 @@ pub async fn wait_for_status(
     what: &str,
     accept: impl Fn(&StatefulAppStatus) -> bool,
 ) -> StatefulAppStatus {
+    wait_for_status_within(WAIT, client, ns, name, operator, what, accept).await
+}
+
+/// [`wait_for_status`] with another deadline.
+pub async fn wait_for_status_within(
+    timeout: Duration,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    operator: &Operator,
+    what: &str,
+    accept: impl Fn(&StatefulAppStatus) -> bool,
+) -> StatefulAppStatus {
     let apps: Api<StatefulApp> = Api::namespaced(client.clone(), ns);
-    let deadline = std::time::Instant::now() + WAIT;
+    let deadline = std::time::Instant::now() + timeout;
     let mut last = None;
     loop {
         if let Ok(app) = apps.get(name).await

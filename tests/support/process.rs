@@ -35,6 +35,9 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
 pub struct Process {
     pub name: String,
     pub log: PathBuf,
+    /// How it was started, so that it can be started again.
+    pub program: PathBuf,
+    pub args: Vec<String>,
     child: Child,
 }
 
@@ -77,6 +80,8 @@ impl Process {
         Process {
             name: name.to_string(),
             log,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
             child,
         }
     }
