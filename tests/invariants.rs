@@ -503,3 +503,33 @@ async fn wipe_on_delete_destroys_all_volumes_of_the_app() {
         );
     }
 }
+
+/// A node agent killed in the middle of a wipe finishes it after restart;
+/// the other instance's data is untouched.
+#[tokio::test]
+async fn agent_restarted_mid_wipe_finishes_the_wipe() {
+    let s = Scenario::new("agentwipe").await;
+    let before = s.running_with_markers(2).await;
+    set_instances(&s.client, &s.ns, "postgres", 1).await;
+    let status = s.wait("one stopped", |st| st.stopped == 1).await;
+    let victim = in_state(&status, InstanceState::Stopped)[0].clone();
+    let keeper = in_state(&status, InstanceState::Running)[0].clone();
+    let node = victim.node.clone().unwrap();
+
+    s.annotate("statefulapp.io/wipe", &victim.id).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.operator.restart_agent(&node);
+    let volumes: Api<PersistentVolume> = Api::all(s.client.clone());
+    let pv = victim.volumes[0].persistent_volume.clone().unwrap();
+    wait_until(WAIT, "wiped volume released", || {
+        let (volumes, pv) = (volumes.clone(), pv.clone());
+        async move { volumes.get_opt(&pv).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        !s.dir(&victim).exists(),
+        "wipe finished after the agent restart"
+    );
+    s.assert_marker(&keeper);
+    assert_eq!(before.len(), 2);
+}

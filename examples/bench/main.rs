@@ -64,6 +64,8 @@ async fn main() {
             let ceiling = scenarios::ceiling_create(cluster, n).await;
             rows[0].add(app.0, Some(peer.0), Some(ceiling));
             rows[1].add(app.1, Some(peer.1), None);
+            rows[0].print_progress();
+            rows[1].print_progress();
         }
         for row in &rows {
             row.print_progress();

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::footprint::Footprint;
 
+/// Stands for a run that did not converge within the scenario timeout.
+pub const TIMED_OUT: f64 = f64::INFINITY;
+
 #[derive(Serialize)]
 pub struct Row {
     pub scenario: String,
@@ -32,12 +35,18 @@ impl Row {
         );
     }
 
-    pub fn add(&mut self, ours: Duration, peer: Option<Duration>, ceiling: Option<Duration>) {
-        self.statefulapp_seconds.push(ours.as_secs_f64());
-        self.statefulset_seconds
-            .extend(peer.map(|d| d.as_secs_f64()));
-        self.ceiling_seconds
-            .extend(ceiling.map(|d| d.as_secs_f64()));
+    /// Records one repeat; a run that timed out counts as `TIMED_OUT`, so
+    /// the median shows it rather than hiding it.
+    pub fn add(
+        &mut self,
+        ours: Option<Duration>,
+        peer: Option<Option<Duration>>,
+        ceiling: Option<Option<Duration>>,
+    ) {
+        let seconds = |d: Option<Duration>| d.map_or(TIMED_OUT, |d| d.as_secs_f64());
+        self.statefulapp_seconds.push(seconds(ours));
+        self.statefulset_seconds.extend(peer.map(seconds));
+        self.ceiling_seconds.extend(ceiling.map(seconds));
     }
 }
 
@@ -84,9 +93,15 @@ impl Report {
     }
 
     pub fn print(&self) {
-        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}s"));
+        let fmt = |v: Option<f64>| match v {
+            None => "-".to_string(),
+            Some(v) if v.is_infinite() => "timeout".to_string(),
+            Some(v) => format!("{v:.2}s"),
+        };
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => {
+                format!("{:.2}x", a / b)
+            }
             _ => "-".to_string(),
         };
         println!(

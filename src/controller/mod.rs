@@ -213,10 +213,11 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     // Instances are independent: their action lists run concurrently, each
     // in plan order (claims before the pod, wipe marks before deletions).
     futures::stream::iter(group_by_instance(&plan.actions))
-        .map(|actions| apply_in_order(&applier, &ctx, &app, actions))
+        .map(|actions| apply_in_order(&applier, &ctx, actions))
         .buffer_unordered(APPLY_CONCURRENCY)
         .try_collect::<()>()
         .await?;
+    publish(&ctx, &app, &plan.actions).await;
 
     if deleting {
         if observed.instances.is_empty() {
@@ -382,12 +383,7 @@ fn group_by_instance(actions: &[Action]) -> Vec<Vec<Action>> {
     groups
 }
 
-async fn apply_in_order(
-    applier: &Applier<'_>,
-    ctx: &Context,
-    app: &StatefulApp,
-    actions: Vec<Action>,
-) -> Result<()> {
+async fn apply_in_order(applier: &Applier<'_>, ctx: &Context, actions: Vec<Action>) -> Result<()> {
     for action in &actions {
         applier.apply(action).await?;
         ctx.metrics
@@ -396,7 +392,6 @@ async fn apply_in_order(
                 action: action.kind().into(),
             })
             .inc();
-        publish(ctx, app, action).await;
     }
     Ok(())
 }
@@ -445,9 +440,30 @@ async fn set_finalizer(apps: &Api<StatefulApp>, app: &StatefulApp, present: bool
     Ok(())
 }
 
-async fn publish(ctx: &Context, app: &StatefulApp, action: &Action) {
+/// One Event per kind of action of a reconcile (not one per action: a
+/// scale-up by 500 would otherwise double the API calls it makes).
+async fn publish(ctx: &Context, app: &StatefulApp, actions: &[Action]) {
+    let mut by_reason: Vec<(&'static str, Vec<String>)> = Vec::new();
+    for action in actions {
+        let (reason, note) = describe(app, action);
+        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, notes)) => notes.push(note),
+            None => by_reason.push((reason, vec![note])),
+        }
+    }
+    for (reason, notes) in by_reason {
+        let note = if notes.len() <= 3 {
+            notes.join("; ")
+        } else {
+            format!("{}; and {} more", notes[..3].join("; "), notes.len() - 3)
+        };
+        emit(ctx, app, EventType::Normal, reason, &note).await;
+    }
+}
+
+fn describe(app: &StatefulApp, action: &Action) -> (&'static str, String) {
     let id = |uuid: &Uuid| InstanceId::new(&app.name_any(), *uuid).to_string();
-    let (reason, note) = match action {
+    match action {
         Action::CreateClaim {
             instance,
             volume,
@@ -521,8 +537,7 @@ async fn publish(ctx: &Context, app: &StatefulApp, action: &Action) {
                 id(instance)
             ),
         ),
-    };
-    emit(ctx, app, EventType::Normal, reason, &note).await;
+    }
 }
 
 async fn warn(ctx: &Context, app: &StatefulApp, reason: &str, note: &str) {
