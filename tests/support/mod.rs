@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod http;
 pub mod operator;
