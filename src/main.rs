@@ -62,6 +62,9 @@ struct ControllerArgs {
     /// Seconds a leader may go silent before another replica takes over.
     #[arg(long, default_value_t = 15)]
     leader_elect_duration: u64,
+    /// StatefulApps reconciled at the same time.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
 }
 
 #[derive(Args)]
@@ -127,11 +130,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = connect().await?;
     health.set_ready(true);
 
-    let ctx = Arc::new(controller::Context::new(
-        client.clone(),
-        args.storage_class,
-        metrics.clone(),
-    ));
+    let (mut ctx, nodes) =
+        controller::Context::new(client.clone(), args.storage_class, metrics.clone());
+    ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    let ctx = Arc::new(ctx);
     let provisioner = Arc::new(provisioner::Provisioner {
         client: client.clone(),
         name: args.provisioner_name,
@@ -139,7 +141,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         provisioned: metrics.volumes_provisioned.clone(),
     });
     let work = async {
-        tokio::join!(controller::run(ctx), provisioner::run(provisioner));
+        tokio::join!(controller::run(ctx, nodes), provisioner::run(provisioner));
     };
 
     if !args.leader_elect {

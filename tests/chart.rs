@@ -133,7 +133,7 @@ fn rbac_grants_exactly_what_the_code_uses() {
                 "/persistentvolumes",
                 &["get", "list", "watch", "create", "patch", "delete"]
             ),
-            ("/nodes", &["list"]),
+            ("/nodes", &["list", "watch"]),
             ("events.k8s.io/events", &["create", "patch"]),
         ])
     );

@@ -4,6 +4,7 @@
 //! and never touches data (only the node agent does, and only for a wipe).
 
 mod apply;
+mod nodes;
 pub mod observe;
 pub mod observed;
 pub mod plan;
@@ -20,10 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -32,6 +33,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use self::apply::Applier;
+pub use self::nodes::{NodeCache, NodeStore};
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
@@ -50,32 +52,43 @@ pub struct Context {
     pub metrics: Arc<ControllerMetrics>,
     /// StorageClass of the claims the controller creates.
     pub storage_class: String,
+    /// Apps reconciled at the same time (bounds memory and API load).
+    pub max_concurrent_reconciles: u16,
+    nodes: NodeStore,
 }
 
 impl Context {
-    pub fn new(client: Client, storage_class: String, metrics: Arc<ControllerMetrics>) -> Self {
+    /// The context, and the node cache that [`run`] keeps up to date.
+    pub fn new(
+        client: Client,
+        storage_class: String,
+        metrics: Arc<ControllerMetrics>,
+    ) -> (Self, NodeCache) {
         let reporter = Reporter {
             controller: "statefulapp-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        Context {
+        let nodes = NodeCache::new(client.clone());
+        let context = Context {
             recorder: Recorder::new(client.clone(), reporter),
             metrics,
             client,
             storage_class,
-        }
+            max_concurrent_reconciles: 16,
+            nodes: nodes.store.clone(),
+        };
+        (context, nodes)
     }
 }
 
 /// Runs the controller until the process is stopped.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, nodes: NodeCache) {
     let client = ctx.client.clone();
     let apps: Api<StatefulApp> = Api::all(client.clone());
     let labelled = watcher::Config::default().labels(LABEL_APP);
-    let controller = Controller::new(apps, watcher::Config::default());
-    let app_store = controller.store();
-    let readiness = std::sync::Mutex::new(std::collections::HashMap::<String, bool>::new());
-    controller
+    let config = controller::Config::default().concurrency(ctx.max_concurrent_reconciles);
+    Controller::new(apps, watcher::Config::default())
+        .with_config(config)
         .owns(Api::<Pod>::all(client.clone()), labelled.clone())
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -96,21 +109,7 @@ pub async fn run(ctx: Arc<Context>) {
         )
         // A node turning NotReady (or Ready again) concerns every app that
         // may have instances there; heartbeats that change nothing do not.
-        .watches(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            move |node| {
-                let ready = node_ready(&node);
-                let changed =
-                    readiness.lock().unwrap().insert(node.name_any(), ready) != Some(ready);
-                let apps = if changed {
-                    app_store.state()
-                } else {
-                    Vec::new()
-                };
-                apps.into_iter().map(|app| ObjectRef::from_obj(&*app))
-            },
-        )
+        .reconcile_all_on(nodes.readiness_changes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -119,13 +118,6 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
-}
-
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Requeue {
@@ -177,7 +169,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         set_finalizer(&apps, &app, wipe_on_delete).await?;
     }
 
-    let objects = list_objects(&ctx.client, &ns, &name).await?;
+    let objects = list_objects(&ctx.client, &ctx.nodes, &ns, &name).await?;
     let previous = app.status.clone().unwrap_or_default();
     let existing = instance_uuids(&objects);
     let request = parse_wipe_annotation(
@@ -396,28 +388,28 @@ async fn apply_in_order(applier: &Applier<'_>, ctx: &Context, actions: Vec<Actio
     Ok(())
 }
 
-async fn list_objects(client: &Client, ns: &str, app: &str) -> Result<ClusterObjects> {
+async fn list_objects(
+    client: &Client,
+    nodes: &NodeStore,
+    ns: &str,
+    app: &str,
+) -> Result<ClusterObjects> {
     // Listed from the API server, not a cache: a reconcile never plans from a
     // view that misses objects it created a moment ago (no duplicates, I4).
     let by_app = ListParams::default().labels(&format!("{LABEL_APP}={app}"));
     let volumes =
         ListParams::default().labels(&format!("{LABEL_APP}={app},{LABEL_NAMESPACE}={ns}"));
-    let all = ListParams::default();
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     let pvs = Api::<PersistentVolume>::all(client.clone());
-    let nodes = Api::<Node>::all(client.clone());
-    let (pods, claims, pvs, nodes) = futures::try_join!(
-        pods.list(&by_app),
-        claims.list(&by_app),
-        pvs.list(&volumes),
-        nodes.list(&all),
-    )?;
+    let (pods, claims, pvs) =
+        futures::try_join!(pods.list(&by_app), claims.list(&by_app), pvs.list(&volumes),)?;
     Ok(ClusterObjects {
         pods: pods.items,
         claims: claims.items,
         volumes: pvs.items,
-        nodes: nodes.items,
+        // Nodes are not ours to create: a watched cache is as good as a list.
+        nodes: nodes.snapshot().await,
     })
 }
 

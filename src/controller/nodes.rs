@@ -1,0 +1,179 @@
+//! One watched cache of the cluster's nodes, shared by every reconcile.
+//!
+//! A reconcile needs only each node's name and Ready condition; the cache
+//! keeps nothing else (node objects carry images, addresses and managed
+//! fields, which at thousands of reconciles were most of the controller's
+//! memory and API traffic when nodes were listed each time).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+/// Read side of the cache.
+#[derive(Clone)]
+pub struct NodeStore(Store<Node>);
+
+impl NodeStore {
+    /// Every known node (waits for the first full list after start-up).
+    pub async fn snapshot(&self) -> Vec<Node> {
+        // Only fails if the writer is gone, i.e. the process is stopping.
+        let _ = self.0.wait_until_ready().await;
+        self.0.state().iter().map(|n| (**n).clone()).collect()
+    }
+}
+
+/// The cache and the stream that keeps it filled. The stream yields an item
+/// whenever a node's readiness changes or a node goes away: every app may
+/// have instances there and must be looked at again.
+pub struct NodeCache {
+    pub store: NodeStore,
+    pub readiness_changes: BoxStream<'static, ()>,
+}
+
+impl NodeCache {
+    pub fn new(client: Client) -> NodeCache {
+        let (reader, writer) = reflector::store::<Node>();
+        let mut tracker = ReadinessTracker::default();
+        let readiness_changes = watcher(Api::<Node>::all(client), watcher::Config::default())
+            .default_backoff()
+            .modify(trim)
+            .reflect(writer)
+            .filter_map(move |event| {
+                let changed = match event {
+                    Ok(event) => tracker.changed(&event),
+                    Err(error) => {
+                        tracing::warn!(%error, "node watch failed, retrying");
+                        false
+                    }
+                };
+                futures::future::ready(changed.then_some(()))
+            })
+            .boxed();
+        NodeCache {
+            store: NodeStore(reader),
+            readiness_changes,
+        }
+    }
+}
+
+/// Keeps the name and the Ready condition only.
+fn trim(node: &mut Node) {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready").cloned());
+    node.metadata = ObjectMeta {
+        name: node.metadata.name.take(),
+        uid: node.metadata.uid.take(),
+        resource_version: node.metadata.resource_version.take(),
+        ..Default::default()
+    };
+    node.spec = None;
+    node.status = Some(NodeStatus {
+        conditions: ready.map(|c| vec![c]),
+        ..Default::default()
+    });
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Remembers each node's readiness to tell real changes from heartbeats.
+#[derive(Default)]
+struct ReadinessTracker {
+    ready: BTreeMap<String, bool>,
+    /// Nodes seen during a (re-)list in progress.
+    listing: Option<BTreeSet<String>>,
+}
+
+impl ReadinessTracker {
+    fn changed(&mut self, event: &Event<Node>) -> bool {
+        match event {
+            Event::Init => {
+                self.listing = Some(BTreeSet::new());
+                false
+            }
+            Event::InitApply(node) => {
+                if let Some(seen) = &mut self.listing {
+                    seen.insert(node.name_any());
+                }
+                self.update(node)
+            }
+            Event::InitDone => {
+                // Nodes deleted while the watch was down are missing here.
+                let seen = self.listing.take().unwrap_or_default();
+                let before = self.ready.len();
+                self.ready.retain(|name, _| seen.contains(name));
+                self.ready.len() != before
+            }
+            Event::Apply(node) => self.update(node),
+            Event::Delete(node) => self.ready.remove(&node.name_any()).is_some(),
+        }
+    }
+
+    fn update(&mut self, node: &Node) -> bool {
+        let ready = is_ready(node);
+        self.ready.insert(node.name_any(), ready) != Some(ready)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, ready: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "a": "b" }, "managedFields": [] },
+            "status": {
+                "conditions": [
+                    { "type": "MemoryPressure", "status": "False" },
+                    { "type": "Ready", "status": ready },
+                ],
+                "images": [{ "names": ["postgres:16"], "sizeBytes": 1 }],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn trimming_keeps_only_name_and_readiness() {
+        let mut n = node("n1", "True");
+        trim(&mut n);
+        assert_eq!(n.name_any(), "n1");
+        assert!(n.metadata.labels.is_none());
+        let status = n.status.as_ref().unwrap();
+        assert!(status.images.is_none());
+        assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+        assert!(is_ready(&n));
+    }
+
+    #[test]
+    fn only_readiness_changes_and_deletions_trigger() {
+        let mut t = ReadinessTracker::default();
+        assert!(!t.changed(&Event::Init));
+        assert!(t.changed(&Event::InitApply(node("n1", "True"))));
+        assert!(t.changed(&Event::InitApply(node("n2", "True"))));
+        assert!(!t.changed(&Event::InitDone));
+        assert!(!t.changed(&Event::Apply(node("n1", "True"))), "heartbeat");
+        assert!(t.changed(&Event::Apply(node("n1", "Unknown"))));
+        assert!(t.changed(&Event::Delete(node("n1", "Unknown"))));
+        assert!(!t.changed(&Event::Delete(node("n1", "Unknown"))));
+        // A re-list that no longer finds n2: it was deleted meanwhile.
+        assert!(!t.changed(&Event::Init));
+        assert!(t.changed(&Event::InitDone));
+        assert!(t.ready.is_empty());
+    }
+}
