@@ -204,6 +204,62 @@ async fn objects_deleted_by_hand_heal_without_losing_data() {
     assert!(!s.dir(instance).exists(), "wiped data removed");
 }
 
+/// The node agent's finalizer removed by hand: on a live volume object the
+/// agent puts it back; on one being deleted the object goes, the data stays,
+/// and the provisioner re-creates the object for the claim still bound to
+/// it, so the instance comes back with its data.
+#[tokio::test]
+async fn agent_finalizer_removed_by_hand_loses_no_data() {
+    let s = Scenario::new("finalizer").await;
+    let before = s.running_with_markers(1).await;
+    let instance = &before[0];
+    let volumes: Api<PersistentVolume> = Api::all(s.client.clone());
+    let pv = instance.volumes[0].persistent_volume.clone().unwrap();
+    let has_finalizer = |pv: &PersistentVolume| {
+        pv.finalizers()
+            .iter()
+            .any(|f| f == "statefulapp.io/node-agent")
+    };
+    let drop_finalizers = || async {
+        let patch = json!({ "metadata": { "finalizers": null } });
+        volumes
+            .patch(&pv, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    };
+
+    drop_finalizers().await;
+    wait_until(WAIT, "finalizer put back by the agent", || {
+        let (volumes, pv) = (volumes.clone(), pv.clone());
+        async move { has_finalizer(&volumes.get(&pv).await.ok()?).then_some(()) }
+    })
+    .await;
+
+    set_instances(&s.client, &s.ns, "postgres", 0).await;
+    s.wait("stopped", |st| st.stopped == 1).await;
+    let old_uid = volumes.get(&pv).await.unwrap().uid();
+    volumes.delete(&pv, &DeleteParams::default()).await.unwrap();
+    drop_finalizers().await;
+    wait_until(WAIT, "volume object re-created for its claim", || {
+        let (volumes, pv, old) = (volumes.clone(), pv.clone(), old_uid.clone());
+        async move {
+            let v = volumes.get(&pv).await.ok()?;
+            (v.uid() != old && has_finalizer(&v)).then_some(())
+        }
+    })
+    .await;
+    s.assert_marker(instance);
+
+    set_instances(&s.client, &s.ns, "postgres", 1).await;
+    let status = s
+        .wait("running again on the re-created volume", |st| {
+            st.running == 1 && st.ready == 1
+        })
+        .await;
+    same_instances(&status, &before);
+    s.assert_marker(instance);
+}
+
 /// I5: status deleted by hand comes back the same.
 #[tokio::test]
 async fn deleted_status_is_rebuilt_from_the_cluster() {

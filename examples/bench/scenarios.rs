@@ -30,11 +30,14 @@ async fn namespace(cluster: &TestCluster, client: &Client, prefix: &str) -> Stri
 }
 
 /// Polls until `n` pods of `ns` run and `claims` claims are Bound (and, when
-/// `n` is 0, no pod is left at all). False on timeout.
+/// `n` is 0, no pod is left at all). False on timeout. Prints when all pods
+/// existed and when all were placed, to show where the time goes.
 async fn wait_converged(client: &Client, ns: &str, n: usize, claims: usize) -> bool {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + TIMEOUT;
+    let started = Instant::now();
+    let deadline = started + TIMEOUT;
+    let (mut created, mut placed) = (None, None);
     loop {
         let pod_list = pods
             .list(&ListParams::default())
@@ -46,6 +49,18 @@ async fn wait_converged(client: &Client, ns: &str, n: usize, claims: usize) -> b
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .count();
+        let live = pod_list
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none());
+        if n > 0 && created.is_none() && live.clone().count() == n {
+            created = Some(started.elapsed());
+        }
+        let on_node = live
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count();
+        if n > 0 && placed.is_none() && on_node == n {
+            placed = Some(started.elapsed());
+        }
         let settled_pods = if n == 0 {
             pod_list.is_empty()
         } else {
@@ -61,6 +76,12 @@ async fn wait_converged(client: &Client, ns: &str, n: usize, claims: usize) -> b
                 .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
                 .count();
             if bound >= claims {
+                if n > 0 {
+                    eprintln!(
+                        "bench: {ns}: {n} pods created after {created:.2?}, placed after {placed:.2?}, running and bound after {:.2?}",
+                        started.elapsed()
+                    );
+                }
                 return true;
             }
         }
@@ -169,7 +190,8 @@ pub async fn statefulset_scale_up_and_restart(
 }
 
 /// The ceiling: a client creating, per instance, a node-local volume, its
-/// pre-bound claim and the pod, with bounded concurrency.
+/// pre-bound claim and the pod already placed on the volume's node, with
+/// bounded concurrency: no scheduler, provisioner or controller in the way.
 pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Option<Duration> {
     let client = cluster.client().await;
     let ns = namespace(cluster, &client, "bench-ceiling").await;
@@ -215,7 +237,8 @@ async fn create_direct(client: &Client, ns: &str, i: usize, node: &str) {
     pod["volumeMounts"] = json!([{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }]);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": { "name": format!("postgres-{i}") },
-        "spec": { "containers": [pod],
+        // Placed by the client itself: the ceiling skips the scheduler.
+        "spec": { "nodeName": node, "containers": [pod],
                   "volumes": [{ "name": "pgdata", "persistentVolumeClaim": { "claimName": claim } }] },
     }))
     .unwrap();
