@@ -8,6 +8,7 @@
 //! - [`plugin`]: the `kubectl statefulapp` plugin.
 //! - [`marathon`]: import of Marathon app definitions.
 //! - [`crdgen`]: the CRD document printed from the Rust types.
+//! - [`finalizer`]: safe finalizer updates.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 
 pub mod agent;
@@ -15,6 +16,7 @@ pub mod api;
 pub mod controller;
 pub mod crdgen;
 mod error;
+pub mod finalizer;
 pub mod http;
 pub mod marathon;
 pub mod metrics;

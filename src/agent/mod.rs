@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, ListParams, Patch};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 pub use self::paths::data_dir;
+use crate::finalizer;
 use crate::metrics::AgentMetrics;
-use crate::names::{ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE, patch_params};
+use crate::names::{ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE};
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
 
@@ -68,7 +68,7 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
             source,
         })?;
         if !has_finalizer {
-            set_finalizer(&agent.client, &pv, true).await?;
+            finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, true).await?;
         }
         return Ok(Requeue::await_change());
     }
@@ -90,8 +90,12 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(Error::Io { path: dir, source }),
     }
-    set_finalizer(&agent.client, &pv, false).await?;
+    finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, false).await?;
     Ok(Requeue::await_change())
+}
+
+fn volumes(agent: &Agent) -> Api<PersistentVolume> {
+    Api::all(agent.client.clone())
 }
 
 /// How often the agent compares its directories with its volume objects.
@@ -147,24 +151,4 @@ async fn find_orphans(agent: &Agent) -> Result<BTreeSet<PathBuf>> {
         }
     }
     Ok(orphans)
-}
-
-async fn set_finalizer(client: &Client, pv: &PersistentVolume, present: bool) -> Result<()> {
-    let mut finalizers: Vec<String> = pv
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER_AGENT)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER_AGENT.to_string());
-    }
-    // resourceVersion makes the merge patch conditional: no lost finalizers.
-    let patch = json!({ "metadata": {
-        "finalizers": finalizers, "resourceVersion": pv.resource_version(),
-    }});
-    Api::<PersistentVolume>::all(client.clone())
-        .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
 }

@@ -39,6 +39,7 @@ use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
 use self::wipe_request::{check_known, parse_wipe_annotation};
 use crate::api::{InstanceState, StatefulApp};
+use crate::finalizer;
 use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
     ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
@@ -166,7 +167,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         return Ok(Requeue::await_change());
     }
     if !deleting && wipe_on_delete != has_finalizer {
-        set_finalizer(&apps, &app, wipe_on_delete).await?;
+        finalizer::set(&apps, &*app, FINALIZER_WIPE_ON_DELETE, wipe_on_delete).await?;
     }
 
     let objects = list_objects(&ctx.client, &ctx.nodes, &ns, &name).await?;
@@ -213,7 +214,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
 
     if deleting {
         if observed.instances.is_empty() {
-            set_finalizer(&apps, &app, false).await?;
+            finalizer::set(&apps, &*app, FINALIZER_WIPE_ON_DELETE, false).await?;
         }
         return Ok(Requeue::requeue(Duration::from_secs(2)));
     }
@@ -411,25 +412,6 @@ async fn list_objects(
         // Nodes are not ours to create: a watched cache is as good as a list.
         nodes: nodes.snapshot().await,
     })
-}
-
-async fn set_finalizer(apps: &Api<StatefulApp>, app: &StatefulApp, present: bool) -> Result<()> {
-    let mut finalizers: Vec<String> = app
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER_WIPE_ON_DELETE)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER_WIPE_ON_DELETE.to_string());
-    }
-    // resourceVersion makes the merge patch conditional: no lost finalizers.
-    let patch = json!({ "metadata": {
-        "finalizers": finalizers, "resourceVersion": app.resource_version(),
-    }});
-    apps.patch(&app.name_any(), &patch_params(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
 }
 
 /// One Event per kind of action of a reconcile (not one per action: a

@@ -63,3 +63,33 @@ pub fn parse_instances_setting(setting: &str) -> Result<i32, PluginError> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_the_dcos_syntax() {
+        assert_eq!(parse_instances_setting("instances=2").unwrap(), 2);
+        assert_eq!(parse_instances_setting(" instances = 0 ").unwrap(), 0);
+        for bad in [
+            "instances",
+            "cpus=2",
+            "instances=-1",
+            "instances=two",
+            "instances=1.5",
+        ] {
+            assert!(parse_instances_setting(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn accepts_exactly_the_non_negative_counts(text in ".{0,40}", n in any::<i64>()) {
+            let _ = parse_instances_setting(&text);
+            let parsed = parse_instances_setting(&format!("instances={n}"));
+            prop_assert_eq!(parsed.is_ok(), (0..=i32::MAX as i64).contains(&n));
+        }
+    }
+}
