@@ -3,9 +3,9 @@
 //! It serves plain HTTP on loopback and forwards each request with the
 //! admin client. A seeded generator decides, per request, to pass it, to
 //! fail it before it reaches the API server (500, 429 with Retry-After,
-//! a connection dropped after a delay), to forward it and then lose the
-//! response (the write happened, the caller sees an error), or to cut a
-//! watch stream short. Counters say what was injected.
+//! a connection dropped after a delay), or to forward it and then lose the
+//! response (the write happened, the caller sees an error); watch streams
+//! are cut short. Counters say what was injected.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,16 +37,22 @@ pub enum Fault {
     CutWatch,
 }
 
-/// Probabilities of each fault, per request.
+/// How often faults are injected.
 #[derive(Clone, Copy, Debug)]
 pub struct FaultRates {
-    pub server_error: f64,
-    pub throttled: f64,
-    pub lost_response: f64,
-    pub timeout: f64,
-    /// Of watch requests.
+    /// Share of ordinary requests that fail (in turn: server error,
+    /// throttling, lost response, timeout).
+    pub rate: f64,
+    /// Share of watch requests cut short.
     pub cut_watch: f64,
 }
+
+const FAILURES: [Fault; 4] = [
+    Fault::ServerError,
+    Fault::Throttled,
+    Fault::LostResponse,
+    Fault::Timeout,
+];
 
 pub struct FaultProxy {
     pub port: u16,
@@ -66,7 +72,11 @@ impl FaultProxy {
         let state = Arc::new(Shared {
             upstream,
             rates,
-            rng: Mutex::new(XorShift(seed.max(1))),
+            state: Mutex::new(Dice {
+                rng: XorShift(seed.max(1)),
+                turn: 0,
+                watches: 0,
+            }),
             counts: counts.clone(),
         });
         let server = tokio::spawn(async move {
@@ -151,36 +161,29 @@ fn io_error(error: impl std::fmt::Display) -> std::io::Error {
 struct Shared {
     upstream: Client,
     rates: FaultRates,
-    rng: Mutex<XorShift>,
+    state: Mutex<Dice>,
     counts: Arc<Mutex<BTreeMap<Fault, u64>>>,
 }
 
 impl Shared {
+    /// Watches: every `1 / cut_watch`-th is cut. Other requests: a seeded
+    /// coin with probability `rate` says whether to fail one, and the kinds
+    /// of failure take turns, so that every kind shows up in a short run.
     fn decide(&self, watch: bool) -> Fault {
-        let roll = self.rng.lock().unwrap().next_f64();
-        let r = &self.rates;
+        let mut state = self.state.lock().unwrap();
         let fault = if watch {
-            if roll < r.cut_watch {
+            state.watches += 1;
+            let every = (1.0 / self.rates.cut_watch.max(1e-9)).round() as u64;
+            if state.watches % every.max(1) == 0 {
                 Fault::CutWatch
             } else {
                 Fault::Pass
             }
+        } else if state.rng.next_f64() < self.rates.rate {
+            state.turn += 1;
+            FAILURES[state.turn % FAILURES.len()]
         } else {
-            let mut edge = 0.0;
-            let mut pick = Fault::Pass;
-            for (rate, fault) in [
-                (r.server_error, Fault::ServerError),
-                (r.throttled, Fault::Throttled),
-                (r.lost_response, Fault::LostResponse),
-                (r.timeout, Fault::Timeout),
-            ] {
-                edge += rate;
-                if roll < edge {
-                    pick = fault;
-                    break;
-                }
-            }
-            pick
+            Fault::Pass
         };
         *self.counts.lock().unwrap().entry(fault).or_default() += 1;
         fault
@@ -236,7 +239,7 @@ impl Shared {
     }
 
     fn jitter(&self, max_ms: u64) -> u64 {
-        (self.rng.lock().unwrap().next_f64() * max_ms as f64) as u64
+        (self.state.lock().unwrap().rng.next_f64() * max_ms as f64) as u64
     }
 
     async fn forward(
@@ -278,6 +281,12 @@ fn status(code: u16, reason: &str, message: &str) -> Response<ProxyBody> {
             Full::new(Bytes::from(body)).map_err(|never: Infallible| match never {}),
         ))
         .expect("valid response")
+}
+
+struct Dice {
+    rng: XorShift,
+    turn: usize,
+    watches: u64,
 }
 
 /// Small, seeded, good enough to spread faults; reproducible from the seed.
