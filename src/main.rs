@@ -94,15 +94,23 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// Loads credentials (a mistake there is fatal) and waits until the API
+/// server answers (it may be restarting: keep trying, as kubelets do).
 async fn connect() -> anyhow::Result<kube::Client> {
     let client = kube::Client::try_default()
         .await
         .context("loading Kubernetes credentials")?;
-    client
-        .apiserver_version()
-        .await
-        .context("reaching the Kubernetes API server")?;
-    Ok(client)
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match client.apiserver_version().await {
+            Ok(_) => return Ok(client),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "cannot reach the Kubernetes API server yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -130,7 +138,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = connect().await?;
     health.set_ready(true);
 
-    let (mut ctx, nodes) =
+    let (mut ctx, feeds) =
         controller::Context::new(client.clone(), args.storage_class, metrics.clone());
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
     let ctx = Arc::new(ctx);
@@ -141,7 +149,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         provisioned: metrics.volumes_provisioned.clone(),
     });
     let work = async {
-        tokio::join!(controller::run(ctx, nodes), provisioner::run(provisioner));
+        tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));
     };
 
     if !args.leader_elect {

@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::expectations::{Effect, Expectations, Kind};
 use super::observed::Observed;
 use super::observed::{ClaimView, VolumeView};
 use super::plan::{Action, StopReason};
@@ -29,6 +30,9 @@ pub struct Applier<'a> {
     pub app: &'a StatefulApp,
     pub observed: &'a Observed,
     pub storage_class: &'a str,
+    /// Where each write's effect is recorded, under `key` (`namespace/app`).
+    pub expectations: &'a Expectations,
+    pub key: &'a str,
 }
 
 impl Applier<'_> {
@@ -51,6 +55,10 @@ impl Applier<'_> {
         labels
     }
 
+    fn expect(&self, kind: Kind, name: &str, effect: Effect) {
+        self.expectations.expect(self.key, kind, name, effect);
+    }
+
     pub async fn apply(&self, action: &Action) -> Result<()> {
         let ns = self.namespace();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -64,6 +72,7 @@ impl Applier<'_> {
             } => {
                 let claim = self.claim(*instance, volume, bind_to.clone())?;
                 ignore_conflict(claims.create(&post_params(), &claim).await)?;
+                self.expect(Kind::Claim, &claim.name_any(), Effect::Present);
             }
             Action::RebindVolume {
                 volume_object,
@@ -78,10 +87,12 @@ impl Applier<'_> {
                         .patch(volume_object, &patch_params(), &Patch::Merge(&patch))
                         .await,
                 )?;
+                self.expect(Kind::Volume, volume_object, Effect::ClaimRef(claim.clone()));
             }
             Action::CreatePod { instance } => {
                 let pod = self.pod(*instance)?;
                 ignore_conflict(pods.create(&post_params(), &pod).await)?;
+                self.expect(Kind::Pod, &pod.name_any(), Effect::Present);
             }
             Action::DeletePod { pod, reason, .. } => {
                 // No kubelet will confirm the deletion of a pod on a lost node.
@@ -90,19 +101,32 @@ impl Applier<'_> {
                     _ => DeleteParams::default(),
                 };
                 ignore_missing(pods.delete(pod, &params).await.map(|_| ()))?;
+                self.expect(Kind::Pod, pod, Effect::Gone);
             }
             Action::MarkOrphaned { instance } => {
                 let id = self.instance(*instance).to_string();
                 let patch =
                     json!({ "metadata": { "annotations": { ANNOTATION_ORPHAN_MARK: id } } });
-                self.mark(*instance, &patch, |c| c.orphan_marked, |v| v.orphan_marked)
-                    .await?;
+                self.mark(
+                    *instance,
+                    ANNOTATION_ORPHAN_MARK,
+                    &patch,
+                    |c| c.orphan_marked,
+                    |v| v.orphan_marked,
+                )
+                .await?;
             }
             Action::MarkForWipe { instance } => {
                 let patch =
                     json!({ "metadata": { "annotations": { ANNOTATION_WIPE_MARK: "true" } } });
-                self.mark(*instance, &patch, |c| c.wipe_marked, |v| v.wipe_marked)
-                    .await?;
+                self.mark(
+                    *instance,
+                    ANNOTATION_WIPE_MARK,
+                    &patch,
+                    |c| c.wipe_marked,
+                    |v| v.wipe_marked,
+                )
+                .await?;
             }
             Action::DeleteClaim { claim, .. } => {
                 ignore_missing(
@@ -111,6 +135,7 @@ impl Applier<'_> {
                         .await
                         .map(|_| ()),
                 )?;
+                self.expect(Kind::Claim, claim, Effect::Gone);
             }
             Action::DeleteVolume { volume_object, .. } => {
                 ignore_missing(
@@ -119,6 +144,7 @@ impl Applier<'_> {
                         .await
                         .map(|_| ()),
                 )?;
+                self.expect(Kind::Volume, volume_object, Effect::Gone);
             }
         }
         Ok(())
@@ -128,6 +154,7 @@ impl Applier<'_> {
     async fn mark(
         &self,
         instance: Uuid,
+        annotation: &'static str,
         patch: &serde_json::Value,
         claim_marked: fn(&ClaimView) -> bool,
         volume_marked: fn(&VolumeView) -> bool,
@@ -145,9 +172,11 @@ impl Applier<'_> {
                     .patch(&claim.name, &params, &Patch::Merge(patch))
                     .await,
             )?;
+            self.expect(Kind::Claim, &claim.name, Effect::Annotated(annotation));
         }
         for pv in view.volumes.values().filter(|v| !volume_marked(v)) {
             ignore_missing(volumes.patch(&pv.name, &params, &Patch::Merge(patch)).await)?;
+            self.expect(Kind::Volume, &pv.name, Effect::Annotated(annotation));
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
-//! The StatefulApp controller: for each app, observe (list its pods, claims,
-//! volumes and the nodes), plan (pure), apply, then write status. It owns pods
+//! The StatefulApp controller: for each app, observe (its cached pods,
+//! claims, volumes and the nodes), plan (pure), apply, then write status. It owns pods
 //! and claims of its apps; it never writes an app's spec or annotations (I6)
 //! and never touches data (only the node agent does, and only for a wipe).
 
 mod apply;
+mod cache;
+mod expectations;
 mod nodes;
 pub mod observe;
 pub mod observed;
@@ -21,19 +23,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use uuid::Uuid;
 
 use self::apply::Applier;
-pub use self::nodes::{NodeCache, NodeStore};
+pub use self::cache::{Caches, Feeds};
+use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
@@ -55,62 +56,54 @@ pub struct Context {
     pub storage_class: String,
     /// Apps reconciled at the same time (bounds memory and API load).
     pub max_concurrent_reconciles: u16,
-    nodes: NodeStore,
+    caches: Caches,
+    expectations: Expectations,
 }
 
 impl Context {
-    /// The context, and the node cache that [`run`] keeps up to date.
+    /// The context, and the watch feeds that [`run`] consumes to keep its
+    /// caches up to date.
     pub fn new(
         client: Client,
         storage_class: String,
         metrics: Arc<ControllerMetrics>,
-    ) -> (Self, NodeCache) {
+    ) -> (Self, Feeds) {
         let reporter = Reporter {
             controller: "statefulapp-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        let nodes = NodeCache::new(client.clone());
+        let (caches, feeds) = cache::start(&client);
         let context = Context {
             recorder: Recorder::new(client.clone(), reporter),
             metrics,
             client,
             storage_class,
             max_concurrent_reconciles: 16,
-            nodes: nodes.store.clone(),
+            caches,
+            expectations: Expectations::default(),
         };
-        (context, nodes)
+        (context, feeds)
     }
 }
 
 /// Runs the controller until the process is stopped.
-pub async fn run(ctx: Arc<Context>, nodes: NodeCache) {
-    let client = ctx.client.clone();
-    let apps: Api<StatefulApp> = Api::all(client.clone());
-    let labelled = watcher::Config::default().labels(LABEL_APP);
+pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
     let config = controller::Config::default().concurrency(ctx.max_concurrent_reconciles);
-    Controller::new(apps, watcher::Config::default())
+    Controller::for_stream(feeds.apps, ctx.caches.apps())
         .with_config(config)
-        .owns(Api::<Pod>::all(client.clone()), labelled.clone())
-        .watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            labelled.clone(),
-            |claim| {
-                let app = claim.labels().get(LABEL_APP)?;
-                Some(ObjectRef::new(app).within(&claim.namespace()?))
-            },
-        )
-        .watches(
-            Api::<PersistentVolume>::all(client.clone()),
-            labelled,
-            |pv| {
-                let app = pv.labels().get(LABEL_APP)?;
-                let ns = pv.labels().get(LABEL_NAMESPACE)?;
-                Some(ObjectRef::new(app).within(ns))
-            },
-        )
+        .owns_stream(feeds.pods)
+        .watches_stream(feeds.claims, |claim| {
+            let app = claim.labels().get(LABEL_APP)?;
+            Some(ObjectRef::new(app).within(&claim.namespace()?))
+        })
+        .watches_stream(feeds.volumes, |pv| {
+            let app = pv.labels().get(LABEL_APP)?;
+            let ns = pv.labels().get(LABEL_NAMESPACE)?;
+            Some(ObjectRef::new(app).within(ns))
+        })
         // A node turning NotReady (or Ready again) concerns every app that
         // may have instances there; heartbeats that change nothing do not.
-        .reconcile_all_on(nodes.readiness_changes)
+        .reconcile_all_on(feeds.node_changes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -162,15 +155,24 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .finalizers()
         .iter()
         .any(|f| f == FINALIZER_WIPE_ON_DELETE);
+    let key = format!("{ns}/{name}");
     if deleting && !has_finalizer {
         ctx.metrics.forget_app(&ns, &name);
+        ctx.expectations.forget(&key);
         return Ok(Requeue::await_change());
     }
     if !deleting && wipe_on_delete != has_finalizer {
         finalizer::set(&apps, &*app, FINALIZER_WIPE_ON_DELETE, wipe_on_delete).await?;
     }
 
-    let objects = list_objects(&ctx.client, &ctx.nodes, &ns, &name).await?;
+    let Some(objects) = ctx.caches.objects_of(&ns, &name) else {
+        return Ok(Requeue::requeue(Duration::from_millis(500)));
+    };
+    if ctx.expectations.unmet(&key, &objects) > 0 {
+        // The caches have not shown all of this controller's last writes
+        // yet; their watch events will bring it back here.
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
     let previous = app.status.clone().unwrap_or_default();
     let existing = instance_uuids(&objects);
     let request = parse_wipe_annotation(
@@ -202,6 +204,8 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         app: &app,
         observed: &observed,
         storage_class: &ctx.storage_class,
+        expectations: &ctx.expectations,
+        key: &key,
     };
     // Instances are independent: their action lists run concurrently, each
     // in plan order (claims before the pod, wipe marks before deletions).
@@ -387,31 +391,6 @@ async fn apply_in_order(applier: &Applier<'_>, ctx: &Context, actions: Vec<Actio
             .inc();
     }
     Ok(())
-}
-
-async fn list_objects(
-    client: &Client,
-    nodes: &NodeStore,
-    ns: &str,
-    app: &str,
-) -> Result<ClusterObjects> {
-    // Listed from the API server, not a cache: a reconcile never plans from a
-    // view that misses objects it created a moment ago (no duplicates, I4).
-    let by_app = ListParams::default().labels(&format!("{LABEL_APP}={app}"));
-    let volumes =
-        ListParams::default().labels(&format!("{LABEL_APP}={app},{LABEL_NAMESPACE}={ns}"));
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
-    let pvs = Api::<PersistentVolume>::all(client.clone());
-    let (pods, claims, pvs) =
-        futures::try_join!(pods.list(&by_app), claims.list(&by_app), pvs.list(&volumes),)?;
-    Ok(ClusterObjects {
-        pods: pods.items,
-        claims: claims.items,
-        volumes: pvs.items,
-        // Nodes are not ours to create: a watched cache is as good as a list.
-        nodes: nodes.snapshot().await,
-    })
 }
 
 /// One Event per kind of action of a reconcile (not one per action: a

@@ -6,9 +6,10 @@
 //! memory and API traffic when nodes were listed each time).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{self, Store};
@@ -21,11 +22,14 @@ use kube::{Client, ResourceExt};
 pub struct NodeStore(Store<Node>);
 
 impl NodeStore {
-    /// Every known node (waits for the first full list after start-up).
-    pub async fn snapshot(&self) -> Vec<Node> {
-        // Only fails if the writer is gone, i.e. the process is stopping.
-        let _ = self.0.wait_until_ready().await;
-        self.0.state().iter().map(|n| (**n).clone()).collect()
+    /// Whether the first full list has arrived.
+    pub fn ready(&self) -> bool {
+        self.0.wait_until_ready().now_or_never().is_some()
+    }
+
+    /// Every known node.
+    pub fn snapshot(&self) -> Vec<Arc<Node>> {
+        self.0.state()
     }
 }
 

@@ -2,6 +2,7 @@
 //! the objects, this only reads them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -20,10 +21,10 @@ use crate::names::{
 };
 
 pub struct ClusterObjects {
-    pub pods: Vec<Pod>,
-    pub claims: Vec<PersistentVolumeClaim>,
-    pub volumes: Vec<PersistentVolume>,
-    pub nodes: Vec<Node>,
+    pub pods: Vec<Arc<Pod>>,
+    pub claims: Vec<Arc<PersistentVolumeClaim>>,
+    pub volumes: Vec<Arc<PersistentVolume>>,
+    pub nodes: Vec<Arc<Node>>,
 }
 
 /// Hash of everything a pod is built from: a change rolls the instances.

@@ -174,7 +174,7 @@ impl Shared {
         let fault = if watch {
             state.watches += 1;
             let every = (1.0 / self.rates.cut_watch.max(1e-9)).round() as u64;
-            if state.watches % every.max(1) == 0 {
+            if state.watches.is_multiple_of(every.max(1)) {
                 Fault::CutWatch
             } else {
                 Fault::Pass

@@ -1,0 +1,190 @@
+//! Write expectations: what the controller's own writes must look like in
+//! the caches before it plans again.
+//!
+//! A cache shows a write one watch event later. Planning from a cache that
+//! has not seen the claims created a moment ago would create those instances
+//! a second time (I4). So every write records its expected effect, and a
+//! reconcile plans only once the cached objects of its app show all of
+//! them. An expectation nobody can meet (the object was removed by someone
+//! else before the cache saw it) lapses after [`LAPSE`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+
+use super::observe::ClusterObjects;
+
+/// How long an unmet expectation holds planning back.
+pub const LAPSE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Pod,
+    Claim,
+    Volume,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Created (or found already there).
+    Present,
+    /// Deleted: absent, or marked for deletion.
+    Gone,
+    /// Carries this annotation.
+    Annotated(&'static str),
+    /// A volume whose claimRef names this claim.
+    ClaimRef(String),
+}
+
+#[derive(Debug)]
+struct Expected {
+    kind: Kind,
+    name: String,
+    effect: Effect,
+    since: Instant,
+}
+
+/// Per app (`namespace/name`), the effects not yet seen.
+#[derive(Default)]
+pub struct Expectations(Mutex<HashMap<String, Vec<Expected>>>);
+
+impl Expectations {
+    pub fn expect(&self, app: &str, kind: Kind, name: &str, effect: Effect) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(app.to_string()).or_default().push(Expected {
+            kind,
+            name: name.to_string(),
+            effect,
+            since: Instant::now(),
+        });
+    }
+
+    /// Forgets what `objects` (the app's cached objects) show, and what has
+    /// lapsed; returns how many expectations are still unmet.
+    pub fn unmet(&self, app: &str, objects: &ClusterObjects) -> usize {
+        self.unmet_at(app, objects, Instant::now())
+    }
+
+    fn unmet_at(&self, app: &str, objects: &ClusterObjects, now: Instant) -> usize {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = map.get_mut(app) else {
+            return 0;
+        };
+        list.retain(|e| now.duration_since(e.since) < LAPSE && !seen(e, objects));
+        let left = list.len();
+        if left == 0 {
+            map.remove(app);
+        }
+        left
+    }
+
+    /// Drops everything expected for an app that is gone.
+    pub fn forget(&self, app: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(app);
+    }
+}
+
+fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
+    let name = expected.name.as_str();
+    let meta = match expected.kind {
+        Kind::Pod => objects
+            .pods
+            .iter()
+            .find(|o| o.name_any() == name)
+            .map(|o| &o.metadata),
+        Kind::Claim => objects
+            .claims
+            .iter()
+            .find(|o| o.name_any() == name)
+            .map(|o| &o.metadata),
+        Kind::Volume => objects
+            .volumes
+            .iter()
+            .find(|o| o.name_any() == name)
+            .map(|o| &o.metadata),
+    };
+    match (&expected.effect, meta) {
+        (Effect::Present, found) => found.is_some(),
+        (Effect::Gone, None) => true,
+        (Effect::Gone, Some(m)) => m.deletion_timestamp.is_some(),
+        (Effect::Annotated(key), Some(m)) => {
+            m.annotations.as_ref().is_some_and(|a| a.contains_key(*key))
+        }
+        (Effect::ClaimRef(claim), Some(_)) => objects.volumes.iter().any(|v| {
+            v.name_any() == name
+                && v.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .and_then(|r| r.name.as_deref())
+                    == Some(claim.as_str())
+        }),
+        // The object is gone: nothing will ever show the effect.
+        (_, None) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn objects(pods: &[&str], claims: &[(&str, bool)]) -> ClusterObjects {
+        ClusterObjects {
+            pods: pods
+                .iter()
+                .map(|n| {
+                    Arc::new(
+                        serde_json::from_value::<Pod>(json!({ "metadata": { "name": n } }))
+                            .unwrap(),
+                    )
+                })
+                .collect(),
+            claims: claims
+                .iter()
+                .map(|(n, marked)| {
+                    let annotations = if *marked {
+                        json!({ "m": "true" })
+                    } else {
+                        json!({})
+                    };
+                    Arc::new(
+                        serde_json::from_value::<PersistentVolumeClaim>(
+                            json!({ "metadata": { "name": n, "annotations": annotations } }),
+                        )
+                        .unwrap(),
+                    )
+                })
+                .collect(),
+            volumes: vec![],
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn planning_waits_until_the_cache_shows_every_write() {
+        let e = Expectations::default();
+        e.expect("ns/app", Kind::Claim, "c1", Effect::Present);
+        e.expect("ns/app", Kind::Pod, "p1", Effect::Present);
+        assert_eq!(e.unmet("ns/app", &objects(&[], &[])), 2);
+        assert_eq!(e.unmet("ns/app", &objects(&[], &[("c1", false)])), 1);
+        assert_eq!(e.unmet("ns/app", &objects(&["p1"], &[("c1", false)])), 0);
+        assert_eq!(e.unmet("ns/other", &objects(&[], &[])), 0);
+
+        e.expect("ns/app", Kind::Pod, "p1", Effect::Gone);
+        e.expect("ns/app", Kind::Claim, "c1", Effect::Annotated("m"));
+        assert_eq!(e.unmet("ns/app", &objects(&["p1"], &[("c1", false)])), 2);
+        assert_eq!(e.unmet("ns/app", &objects(&[], &[("c1", true)])), 0);
+    }
+
+    #[test]
+    fn unmet_expectations_lapse() {
+        let e = Expectations::default();
+        e.expect("ns/app", Kind::Pod, "p1", Effect::Present);
+        let later = Instant::now() + LAPSE + Duration::from_secs(1);
+        assert_eq!(e.unmet_at("ns/app", &objects(&[], &[]), later), 0);
+    }
+}
