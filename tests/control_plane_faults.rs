@@ -106,11 +106,15 @@ async fn apiserver_and_etcd_restarts_and_concurrent_writers_lose_nothing() {
     // etcd killed in the middle of a wipe and a scale-down, down for 3 s.
     let victim = status.instances[4].id.clone();
     let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
-    let patch = json!({ "metadata": { "annotations": { "statefulapp.io/wipe": victim } } });
+    // One change, as one GitOps commit would make it: the wipe and the
+    // scale-down together (apart, a wipe seen first is replaced at once).
+    let patch = json!({
+        "metadata": { "annotations": { "statefulapp.io/wipe": victim } },
+        "spec": { "instances": 3 },
+    });
     apps.patch("postgres", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    set_instances(&client, &ns, "postgres", 3).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     cluster.restart("etcd", Duration::from_secs(3)).await;
     let client = cluster.client().await;

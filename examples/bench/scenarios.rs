@@ -189,9 +189,10 @@ pub async fn statefulset_scale_up_and_restart(
     (cold, restart)
 }
 
-/// The ceiling: a client creating, per instance, a node-local volume, its
-/// pre-bound claim and the pod already placed on the volume's node, with
-/// bounded concurrency: no scheduler, provisioner or controller in the way.
+/// The ceiling: a client creating, per instance, a claim, a node-local
+/// volume bound to it and the pod already placed on the volume's node, with
+/// bounded concurrency: no scheduler, provisioner, binder or controller in
+/// the way, only the API server's own work.
 pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Option<Duration> {
     let client = cluster.client().await;
     let ns = namespace(cluster, &client, "bench-ceiling").await;
@@ -212,27 +213,54 @@ pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Option<Duration>
     elapsed
 }
 
+/// One instance the shortest way: the claim, its volume already bound to it
+/// (the client plays the binder too: both statuses written Bound), and the
+/// pod placed on the volume's node.
 async fn create_direct(client: &Client, ns: &str, i: usize, node: &str) {
     let pv_name = format!("{ns}-{i}");
     let claim = format!("data-{i}");
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": { "name": pv_name },
-        "spec": {
-            "capacity": { "storage": "100Mi" }, "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "local": { "path": format!("/var/lib/bench/{pv_name}") },
-            "claimRef": { "namespace": ns, "name": claim },
-            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
-                { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] }]}]}},
-        },
-    }))
-    .unwrap();
+    let pp = PostParams::default();
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let volumes = Api::<PersistentVolume>::all(client.clone());
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": { "name": claim },
         "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
                   "resources": { "requests": { "storage": "100Mi" } } },
     }))
     .unwrap();
+    let uid = claims.create(&pp, &pvc).await.unwrap().metadata.uid;
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": { "name": pv_name },
+        "spec": {
+            "capacity": { "storage": "100Mi" }, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+            "local": { "path": format!("/var/lib/bench/{pv_name}") },
+            "claimRef": { "namespace": ns, "name": claim, "uid": uid },
+            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+                { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] }]}]}},
+        },
+    }))
+    .unwrap();
+    volumes.create(&pp, &pv).await.unwrap();
+    let bound = |extra: Value| {
+        let mut status = json!({ "phase": "Bound" });
+        if let (Some(s), Some(e)) = (status.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        json!({ "status": status })
+    };
+    let pp_status = PatchParams::default();
+    volumes
+        .patch_status(&pv_name, &pp_status, &Patch::Merge(bound(json!({}))))
+        .await
+        .unwrap();
+    let claim_status = bound(json!({
+        "accessModes": ["ReadWriteOnce"], "capacity": { "storage": "100Mi" },
+    }));
+    claims
+        .patch_status(&claim, &pp_status, &Patch::Merge(claim_status))
+        .await
+        .unwrap();
     let mut pod = container();
     pod["volumeMounts"] = json!([{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }]);
     let pod: Pod = serde_json::from_value(json!({
@@ -242,15 +270,6 @@ async fn create_direct(client: &Client, ns: &str, i: usize, node: &str) {
                   "volumes": [{ "name": "pgdata", "persistentVolumeClaim": { "claimName": claim } }] },
     }))
     .unwrap();
-    let pp = PostParams::default();
-    Api::<PersistentVolume>::all(client.clone())
-        .create(&pp, &pv)
-        .await
-        .unwrap();
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&pp, &pvc)
-        .await
-        .unwrap();
     Api::<Pod>::namespaced(client.clone(), ns)
         .create(&pp, &pod)
         .await

@@ -72,7 +72,14 @@ impl Expectations {
         let Some(list) = map.get_mut(app) else {
             return 0;
         };
-        list.retain(|e| now.duration_since(e.since) < LAPSE && !seen(e, objects));
+        list.retain(|e| {
+            let lapsed = now.duration_since(e.since) >= LAPSE;
+            if lapsed && !seen(e, objects) {
+                tracing::warn!(%app, kind = ?e.kind, name = %e.name, effect = ?e.effect,
+                    "a write of this controller did not show in its cache in time; planning without it");
+            }
+            !lapsed && !seen(e, objects)
+        });
         let left = list.len();
         if left == 0 {
             map.remove(app);

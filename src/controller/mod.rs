@@ -58,6 +58,7 @@ pub struct Context {
     pub max_concurrent_reconciles: u16,
     caches: Caches,
     expectations: Expectations,
+    status_writes: StatusWrites,
 }
 
 impl Context {
@@ -81,6 +82,7 @@ impl Context {
             max_concurrent_reconciles: 16,
             caches,
             expectations: Expectations::default(),
+            status_writes: StatusWrites::default(),
         };
         (context, feeds)
     }
@@ -159,6 +161,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     if deleting && !has_finalizer {
         ctx.metrics.forget_app(&ns, &name);
         ctx.expectations.forget(&key);
+        ctx.status_writes.forget(&key);
         return Ok(Requeue::await_change());
     }
     if !deleting && wipe_on_delete != has_finalizer {
@@ -239,10 +242,21 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     });
     status.wiped_instances = wiped_ids(&name, &previous.wiped_instances, &wiped);
     ctx.metrics.observe_status(&ns, &name, &status);
+    let desired = observed.app.desired as i32;
+    let converged = plan.actions.is_empty()
+        && status.ready == desired
+        && status.instances.len() as i32 == desired + status.stopped;
     if app.status.as_ref() != Some(&status) {
+        // While instances come and go, progress is written at most once per
+        // STATUS_INTERVAL: a status of hundreds of instances rewritten on
+        // every pod event costs the API server more than the pods do.
+        if let Some(wait) = ctx.status_writes.hold(&key, converged) {
+            return Ok(Requeue::requeue(wait));
+        }
         let patch = json!({ "status": status });
         apps.patch_status(&name, &patch_params(), &Patch::Merge(&patch))
             .await?;
+        ctx.status_writes.wrote(&key);
     }
     for instance in &status.instances {
         let was_unreachable = previous
@@ -355,6 +369,32 @@ fn wiped_ids(app: &str, previous: &[String], wiped: &BTreeSet<Uuid>) -> Vec<Stri
     let excess = ids.len().saturating_sub(100);
     ids.drain(..excess);
     ids
+}
+
+/// Least time between two status writes of an app that is converging.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When each app's status was last written.
+#[derive(Default)]
+struct StatusWrites(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl StatusWrites {
+    /// How long to hold a write back (`None`: write now). A converged status
+    /// is never held: it is what users and tests wait for.
+    fn hold(&self, app: &str, converged: bool) -> Option<Duration> {
+        let last = *self.0.lock().unwrap_or_else(|e| e.into_inner()).get(app)?;
+        let since = last.elapsed();
+        (!converged && since < STATUS_INTERVAL).then(|| STATUS_INTERVAL - since)
+    }
+
+    fn wrote(&self, app: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(app.to_string(), std::time::Instant::now());
+    }
+
+    fn forget(&self, app: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(app);
+    }
 }
 
 /// How often a settled app is looked at again without any event.
