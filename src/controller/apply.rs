@@ -71,8 +71,9 @@ impl Applier<'_> {
                 bind_to,
             } => {
                 let claim = self.claim(*instance, volume, bind_to.clone())?;
-                ignore_conflict(claims.create(&post_params(), &claim).await)?;
-                self.expect(Kind::Claim, &claim.name_any(), Effect::Present);
+                if created(claims.create(&post_params(), &claim).await)? {
+                    self.expect(Kind::Claim, &claim.name_any(), Effect::Present);
+                }
             }
             Action::RebindVolume {
                 volume_object,
@@ -91,8 +92,9 @@ impl Applier<'_> {
             }
             Action::CreatePod { instance } => {
                 let pod = self.pod(*instance)?;
-                ignore_conflict(pods.create(&post_params(), &pod).await)?;
-                self.expect(Kind::Pod, &pod.name_any(), Effect::Present);
+                if created(pods.create(&post_params(), &pod).await)? {
+                    self.expect(Kind::Pod, &pod.name_any(), Effect::Present);
+                }
             }
             Action::DeletePod { pod, reason, .. } => {
                 // No kubelet will confirm the deletion of a pod on a lost node.
@@ -276,10 +278,13 @@ impl Applier<'_> {
     }
 }
 
-fn ignore_conflict<T>(result: kube::Result<T>) -> Result<()> {
+/// Whether a create made the object. "Already exists" is no error (the
+/// name is deterministic), but it is no write to wait for either: the
+/// object may be one on its way out, which the cache will never show anew.
+fn created<T>(result: kube::Result<T>) -> Result<bool> {
     match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
