@@ -17,7 +17,7 @@ work=$(mktemp -d /tmp/statefulapp-demo.XXXXXX)
 export KUBECONFIG="$work/kubeconfig"
 ./target/debug/examples/local_cluster "$KUBECONFIG" --with-operator > "$work/cluster.log" 2>&1 &
 cluster_pid=$!
-trap 'kill $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'status=$?; kill $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null || true; rm -rf "$work"; exit $status' EXIT
 for _ in $(seq 900); do
   [ -s "$KUBECONFIG" ] && break
   kill -0 $cluster_pid 2>/dev/null || { cat "$work/cluster.log"; exit 1; }
