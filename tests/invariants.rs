@@ -85,6 +85,15 @@ impl Scenario {
         assert_eq!(content, instance.id);
     }
 
+    /// Starts the one instance of `before` again and checks that it is the
+    /// same instance, on the same node, with its data.
+    async fn start_again(&self, what: &str, before: &[InstanceStatus]) {
+        set_instances(&self.client, &self.ns, "postgres", 1).await;
+        let status = self.wait(what, |st| st.running == 1 && st.ready == 1).await;
+        same_instances(&status, before);
+        self.assert_marker(&before[0]);
+    }
+
     async fn annotate(&self, key: &str, value: &str) {
         let patch = json!({ "metadata": { "annotations": { key: value } } });
         self.apps()
@@ -184,14 +193,7 @@ async fn objects_deleted_by_hand_heal_without_losing_data() {
     );
     s.assert_marker(instance);
 
-    set_instances(&s.client, &s.ns, "postgres", 1).await;
-    let status = s
-        .wait("restarted after healing", |st| {
-            st.running == 1 && st.ready == 1
-        })
-        .await;
-    same_instances(&status, &before);
-    s.assert_marker(instance);
+    s.start_again("restarted after healing", &before).await;
 
     // Only a wipe releases it, and then the data goes.
     set_instances(&s.client, &s.ns, "postgres", 0).await;
@@ -250,14 +252,8 @@ async fn agent_finalizer_removed_by_hand_loses_no_data() {
     .await;
     s.assert_marker(instance);
 
-    set_instances(&s.client, &s.ns, "postgres", 1).await;
-    let status = s
-        .wait("running again on the re-created volume", |st| {
-            st.running == 1 && st.ready == 1
-        })
+    s.start_again("running again on the re-created volume", &before)
         .await;
-    same_instances(&status, &before);
-    s.assert_marker(instance);
 }
 
 /// I5: status deleted by hand comes back the same.

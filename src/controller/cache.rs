@@ -122,10 +122,7 @@ impl Caches {
     /// controller polls the feeds only while it has room for reconciles, so
     /// a reconcile waiting for a cache would keep it from filling.
     pub fn ready(&self) -> bool {
-        fn done<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
-            store.wait_until_ready().now_or_never().is_some()
-        }
-        done(&self.pods) && done(&self.claims) && done(&self.volumes) && self.nodes.ready()
+        filled(&self.pods) && filled(&self.claims) && filled(&self.volumes) && self.nodes.ready()
     }
 
     /// Everything cached about app `name` in `ns`; `None` until [`ready`].
@@ -148,6 +145,11 @@ impl Caches {
             nodes: self.nodes.snapshot(),
         })
     }
+}
+
+/// Whether `store` has received its first full list (never waits).
+pub(super) fn filled<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
+    store.wait_until_ready().now_or_never().is_some()
 }
 
 fn is_in<K: Resource>(object: &Arc<K>, ns: &str) -> bool {

@@ -28,7 +28,7 @@ pub enum Kind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Created (or found already there).
+    /// Created by this write.
     Present,
     /// Deleted: absent, or marked for deletion.
     Gone,
@@ -73,12 +73,13 @@ impl Expectations {
             return 0;
         };
         list.retain(|e| {
+            let pending = !seen(e, objects);
             let lapsed = now.duration_since(e.since) >= LAPSE;
-            if lapsed && !seen(e, objects) {
+            if pending && lapsed {
                 tracing::warn!(%app, kind = ?e.kind, name = %e.name, effect = ?e.effect,
                     "a write of this controller did not show in its cache in time; planning without it");
             }
-            !lapsed && !seen(e, objects)
+            pending && !lapsed
         });
         let left = list.len();
         if left == 0 {
@@ -95,6 +96,13 @@ impl Expectations {
 
 fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
     let name = expected.name.as_str();
+    if let Effect::ClaimRef(claim) = &expected.effect {
+        let Some(volume) = objects.volumes.iter().find(|v| v.name_any() == name) else {
+            return true; // gone: nothing will ever show the effect
+        };
+        let claim_ref = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        return claim_ref.and_then(|r| r.name.as_deref()) == Some(claim.as_str());
+    }
     let meta = match expected.kind {
         Kind::Pod => objects
             .pods
@@ -114,21 +122,13 @@ fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
     };
     match (&expected.effect, meta) {
         (Effect::Present, found) => found.is_some(),
-        (Effect::Gone, None) => true,
         (Effect::Gone, Some(m)) => m.deletion_timestamp.is_some(),
         (Effect::Annotated(key), Some(m)) => {
             m.annotations.as_ref().is_some_and(|a| a.contains_key(*key))
         }
-        (Effect::ClaimRef(claim), Some(_)) => objects.volumes.iter().any(|v| {
-            v.name_any() == name
-                && v.spec
-                    .as_ref()
-                    .and_then(|s| s.claim_ref.as_ref())
-                    .and_then(|r| r.name.as_deref())
-                    == Some(claim.as_str())
-        }),
-        // The object is gone: nothing will ever show the effect.
-        (_, None) => true,
+        // The object is gone: deleted as asked, or nothing will ever show
+        // the effect.
+        (_, None) | (Effect::ClaimRef(_), Some(_)) => true,
     }
 }
 

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{self, Store};
@@ -24,7 +24,7 @@ pub struct NodeStore(Store<Node>);
 impl NodeStore {
     /// Whether the first full list has arrived.
     pub fn ready(&self) -> bool {
-        self.0.wait_until_ready().now_or_never().is_some()
+        super::cache::filled(&self.0)
     }
 
     /// Every known node.
