@@ -21,6 +21,7 @@ pub mod http;
 pub mod marathon;
 pub mod metrics;
 pub mod names;
+mod partial;
 pub mod plugin;
 pub mod provisioner;
 

@@ -11,15 +11,13 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{
-    PersistentVolume, PersistentVolumeClaim, Pod, PodCondition, PodSpec, PodStatus,
-};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::cached::{CachedClaim, CachedPod, CachedVolume};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
@@ -33,28 +31,28 @@ pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
 #[derive(Clone)]
 pub struct Caches {
     apps: Store<StatefulApp>,
-    pods: Store<Pod>,
-    claims: Store<PersistentVolumeClaim>,
-    volumes: Store<PersistentVolume>,
+    pods: Store<CachedPod>,
+    claims: Store<CachedClaim>,
+    volumes: Store<CachedVolume>,
     nodes: NodeStore,
 }
 
 /// The watch streams that fill [`Caches`]; the controller must poll them.
 pub struct Feeds {
     pub apps: Updates<StatefulApp>,
-    pub pods: Updates<Pod>,
-    pub claims: Updates<PersistentVolumeClaim>,
-    pub volumes: Updates<PersistentVolume>,
+    pub pods: Updates<CachedPod>,
+    pub claims: Updates<CachedClaim>,
+    pub volumes: Updates<CachedVolume>,
     /// One item per node readiness change.
     pub node_changes: BoxStream<'static, ()>,
 }
 
 pub fn start(client: &Client) -> (Caches, Feeds) {
     let labelled = || watcher::Config::default().labels(LABEL_APP);
-    let (apps, apps_feed) = cached(Api::all(client.clone()), watcher::Config::default(), |_| {});
-    let (pods, pods_feed) = cached(Api::all(client.clone()), labelled(), trim_pod);
-    let (claims, claims_feed) = cached(Api::all(client.clone()), labelled(), |_| {});
-    let (volumes, volumes_feed) = cached(Api::all(client.clone()), labelled(), |_| {});
+    let (apps, apps_feed) = cached(Api::all(client.clone()), watcher::Config::default());
+    let (pods, pods_feed) = cached(Api::all(client.clone()), labelled());
+    let (claims, claims_feed) = cached(Api::all(client.clone()), labelled());
+    let (volumes, volumes_feed) = cached(Api::all(client.clone()), labelled());
     let nodes = NodeCache::new(client.clone());
     let caches = Caches {
         apps,
@@ -73,7 +71,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     (caches, feeds)
 }
 
-fn cached<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, Updates<K>)
+fn cached<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Updates<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
@@ -81,35 +79,11 @@ where
     let (reader, writer) = reflector::store();
     let feed = watcher(api, config)
         .default_backoff()
-        .modify(move |object: &mut K| {
-            object.meta_mut().managed_fields = None;
-            trim(object);
-        })
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
         .touched_objects()
         .boxed();
     (reader, feed)
-}
-
-/// A pod as `observe` needs it: identity, labels, annotations, its node,
-/// phase, readiness and start time.
-fn trim_pod(pod: &mut Pod) {
-    let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
-    pod.spec = Some(PodSpec {
-        node_name,
-        ..Default::default()
-    });
-    if let Some(status) = pod.status.take() {
-        let ready: Option<Vec<PodCondition>> = status
-            .conditions
-            .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect());
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: ready,
-            start_time: status.start_time,
-            ..Default::default()
-        });
-    }
 }
 
 impl Caches {
@@ -161,34 +135,4 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     store.state().into_iter().filter(|o| keep(o)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn trimmed_pods_keep_what_observe_reads() {
-        let mut pod: Pod = serde_json::from_value(json!({
-            "metadata": { "name": "p", "labels": { "a": "b" }, "annotations": { "h": "1" },
-                          "managedFields": [{ "manager": "x" }] },
-            "spec": { "nodeName": "n1", "containers": [{ "name": "c", "image": "i" }] },
-            "status": { "phase": "Running", "startTime": "2026-01-01T00:00:00Z",
-                        "conditions": [{ "type": "Ready", "status": "True" },
-                                       { "type": "PodScheduled", "status": "True" }],
-                        "containerStatuses": [] },
-        }))
-        .unwrap();
-        trim_pod(&mut pod);
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("n1"));
-        assert!(spec.containers.is_empty());
-        let status = pod.status.as_ref().unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Running"));
-        assert!(status.start_time.is_some());
-        assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
-        assert!(status.container_statuses.is_none());
-        assert_eq!(pod.labels().get("a").map(String::as_str), Some("b"));
-    }
 }

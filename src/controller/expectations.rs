@@ -100,7 +100,7 @@ fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
         let Some(volume) = objects.volumes.iter().find(|v| v.name_any() == name) else {
             return true; // gone: nothing will ever show the effect
         };
-        let claim_ref = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        let claim_ref = volume.spec.claim_ref.as_ref();
         return claim_ref.and_then(|r| r.name.as_deref()) == Some(claim.as_str());
     }
     let meta = match expected.kind {
@@ -135,7 +135,7 @@ fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use crate::controller::cached::{CachedClaim, CachedPod};
     use serde_json::json;
     use std::sync::Arc;
 
@@ -145,7 +145,7 @@ mod tests {
                 .iter()
                 .map(|n| {
                     Arc::new(
-                        serde_json::from_value::<Pod>(json!({ "metadata": { "name": n } }))
+                        serde_json::from_value::<CachedPod>(json!({ "metadata": { "name": n } }))
                             .unwrap(),
                     )
                 })
@@ -159,7 +159,7 @@ mod tests {
                         json!({})
                     };
                     Arc::new(
-                        serde_json::from_value::<PersistentVolumeClaim>(
+                        serde_json::from_value::<CachedClaim>(
                             json!({ "metadata": { "name": n, "annotations": annotations } }),
                         )
                         .unwrap(),

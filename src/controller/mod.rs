@@ -5,6 +5,7 @@
 
 mod apply;
 mod cache;
+pub mod cached;
 mod expectations;
 mod nodes;
 pub mod observe;

@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::cached::{CachedClaim, CachedPod, CachedVolume};
 use super::observed::{
     AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
 };
@@ -21,9 +22,9 @@ use crate::names::{
 };
 
 pub struct ClusterObjects {
-    pub pods: Vec<Arc<Pod>>,
-    pub claims: Vec<Arc<PersistentVolumeClaim>>,
-    pub volumes: Vec<Arc<PersistentVolume>>,
+    pub pods: Vec<Arc<CachedPod>>,
+    pub claims: Vec<Arc<CachedClaim>>,
+    pub volumes: Vec<Arc<CachedVolume>>,
     pub nodes: Vec<Arc<Node>>,
 }
 
@@ -113,11 +114,9 @@ pub fn observe(
                 name: claim.name_any(),
                 bound_volume: claim
                     .spec
-                    .as_ref()
-                    .and_then(|s| s.volume_name.clone())
-                    .filter(|_| {
-                        claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
-                    }),
+                    .volume_name
+                    .clone()
+                    .filter(|_| claim.status.phase.as_deref() == Some("Bound")),
                 wipe_marked: claim.annotations().contains_key(ANNOTATION_WIPE_MARK),
                 orphan_marked: claim.annotations().contains_key(ANNOTATION_ORPHAN_MARK),
                 deleting: claim.metadata.deletion_timestamp.is_some(),
@@ -129,7 +128,7 @@ pub fn observe(
             continue;
         };
         let node = pv.labels().get(LABEL_NODE).cloned();
-        let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        let claim_ref = pv.spec.claim_ref.as_ref();
         let claim_name = claim_ref.and_then(|r| r.name.clone());
         let claim_uid = claim_ref.and_then(|r| r.uid.as_ref());
         let claim_uid_live = objects
@@ -182,11 +181,8 @@ pub fn observe(
         else {
             continue;
         };
-        let status = pod.status.as_ref();
-        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let phase = pod.status.phase.as_deref().unwrap_or("Pending");
+        let ready = pod.status.ready();
         let view = PodView {
             name: pod.name_any(),
             template_hash: pod
@@ -194,12 +190,12 @@ pub fn observe(
                 .get(ANNOTATION_TEMPLATE_HASH)
                 .cloned()
                 .unwrap_or_default(),
-            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            node: pod.spec.node_name.clone(),
             running: phase == "Running",
             ready: phase == "Running" && ready,
             finished: phase == "Succeeded" || phase == "Failed",
             deleting: pod.metadata.deletion_timestamp.is_some(),
-            started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            started_at: pod.status.start_time.as_ref().map(|t| t.0),
         };
         // A pod without claims or volumes belongs to no known instance: it
         // is listed so that it gets stopped, never adopted as a new instance.

@@ -5,15 +5,17 @@
 //! claim still bound to it: the data directory was kept, so nothing is lost.
 //! It never deletes volumes.
 
+mod claim;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::Api;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -22,6 +24,8 @@ use crate::names::{
     LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId, post_params, volume_name,
 };
 use crate::{Error, Result};
+
+use self::claim::ClaimRequest;
 
 /// Annotation on volumes: the data directory, relative to the agent's base dir.
 pub const ANNOTATION_DIRECTORY: &str = "statefulapp.io/directory";
@@ -39,20 +43,26 @@ pub struct Provisioner {
 }
 
 pub async fn run(provisioner: Arc<Provisioner>) {
-    let claims: Api<PersistentVolumeClaim> = Api::all(provisioner.client.clone());
-    Controller::new(claims, watcher::Config::default())
+    let claims: Api<ClaimRequest> = Api::all(provisioner.client.clone());
+    let (store, writer) = reflector::store();
+    let updates = watcher(claims, watcher::Config::default())
+        .default_backoff()
+        .modify(|claim| claim.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    Controller::for_stream(updates, store)
         .shutdown_on_signal()
         .run(reconcile, error_policy, provisioner)
         .for_each(|_| async {})
         .await;
 }
 
-fn error_policy(claim: Arc<PersistentVolumeClaim>, error: &Error, _: Arc<Provisioner>) -> Requeue {
+fn error_policy(claim: Arc<ClaimRequest>, error: &Error, _: Arc<Provisioner>) -> Requeue {
     tracing::warn!(claim = %claim.name_any(), %error, "provisioning failed, retrying");
     Requeue::requeue(Duration::from_secs(5))
 }
 
-async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> Result<Requeue> {
+async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Requeue> {
     let ours = claim.annotations().get(STORAGE_PROVISIONER) == Some(&ctx.name);
     if !ours || claim.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
@@ -61,7 +71,7 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> 
         return Ok(Requeue::await_change()); // the scheduler has not placed it yet
     };
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let bound_to = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
+    let bound_to = claim.spec.volume_name.clone();
     let name = match &bound_to {
         Some(name) => name.clone(),
         None => volume_name_for(&claim),
@@ -81,7 +91,7 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Provisioner>) -> 
     Ok(Requeue::await_change())
 }
 
-fn persistence_id(claim: &PersistentVolumeClaim) -> Option<PersistenceId> {
+fn persistence_id(claim: &ClaimRequest) -> Option<PersistenceId> {
     claim
         .annotations()
         .get(ANNOTATION_PERSISTENCE_ID)?
@@ -89,7 +99,7 @@ fn persistence_id(claim: &PersistentVolumeClaim) -> Option<PersistenceId> {
         .ok()
 }
 
-fn volume_name_for(claim: &PersistentVolumeClaim) -> String {
+fn volume_name_for(claim: &ClaimRequest) -> String {
     match persistence_id(claim) {
         Some(id) => volume_name(&id),
         None => format!("pvc-{}", claim.uid().unwrap_or_default()),
@@ -98,7 +108,7 @@ fn volume_name_for(claim: &PersistentVolumeClaim) -> String {
 
 /// `<namespace>/<persistenceId>` for StatefulApp claims, else
 /// `<namespace>/<claim>-<uid>`: unique, and safe as a path (validated names).
-fn directory_for(claim: &PersistentVolumeClaim) -> String {
+fn directory_for(claim: &ClaimRequest) -> String {
     let ns = claim.namespace().unwrap_or_default();
     match persistence_id(claim) {
         Some(id) => format!("{ns}/{id}"),
@@ -111,20 +121,16 @@ fn directory_for(claim: &PersistentVolumeClaim) -> String {
 }
 
 fn volume_for(
-    claim: &PersistentVolumeClaim,
+    claim: &ClaimRequest,
     name: &str,
     node: &str,
     ctx: &Provisioner,
 ) -> Result<PersistentVolume> {
-    let spec = claim
-        .spec
-        .as_ref()
-        .ok_or_else(|| Error::Invalid("claim without spec".into()))?;
+    let spec = &claim.spec;
     let size = spec
         .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
+        .requests
+        .get("storage")
         .ok_or_else(|| Error::Invalid("claim without a storage request".into()))?;
     let mut labels: BTreeMap<String, String> = claim
         .labels()

@@ -24,8 +24,14 @@ const CRD_FILE: &str = concat!(
 );
 
 /// The operator binary cargo built for this test (or example) run, of the
-/// same profile (a release benchmark measures a release operator).
+/// same profile (a release benchmark measures a release operator), unless
+/// `STATEFULAPP_OPERATOR_BINARY` names another (e.g. a profiling wrapper).
 pub fn operator_binary() -> &'static str {
+    static OVERRIDE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let chosen = OVERRIDE.get_or_init(|| std::env::var("STATEFULAPP_OPERATOR_BINARY").ok());
+    if let Some(binary) = chosen {
+        return binary;
+    }
     let profile_binary = if cfg!(debug_assertions) {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
