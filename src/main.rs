@@ -12,6 +12,12 @@ use statefulapp_operator::http::{self, Health};
 use statefulapp_operator::metrics::{AgentMetrics, ControllerMetrics};
 use statefulapp_operator::{agent, controller, crdgen, provisioner};
 
+// jemalloc returns freed memory to the system (glibc's malloc keeps most of
+// what a burst of watch events and reconciles allocated: at 1,000
+// instances the resident size was a third larger).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "statefulapp-operator",

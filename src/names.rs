@@ -21,6 +21,8 @@ pub const LABEL_NAMESPACE: &str = "statefulapp.io/namespace";
 pub const LABEL_NODE: &str = "statefulapp.io/node";
 
 /// Annotation on claims and volumes: `<app>#<volume>#<uuid>`.
+/// Set on a claim by kube-scheduler: the node chosen for its first consumer.
+pub const ANNOTATION_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 pub const ANNOTATION_PERSISTENCE_ID: &str = "statefulapp.io/persistence-id";
 /// Annotation on pods: hash of the template they were built from.
 pub const ANNOTATION_TEMPLATE_HASH: &str = "statefulapp.io/template-hash";

@@ -21,7 +21,8 @@ use super::cached::{CachedClaim, CachedPod, CachedVolume};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
-use crate::names::{LABEL_APP, LABEL_NAMESPACE};
+use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_NAMESPACE};
+use crate::partial::slim_metadata;
 
 /// Objects of one kind as the watch delivers them (trimmed), for the
 /// controller's triggers.
@@ -49,10 +50,11 @@ pub struct Feeds {
 
 pub fn start(client: &Client) -> (Caches, Feeds) {
     let labelled = || watcher::Config::default().labels(LABEL_APP);
-    let (apps, apps_feed) = cached(Api::all(client.clone()), watcher::Config::default());
-    let (pods, pods_feed) = cached(Api::all(client.clone()), labelled());
-    let (claims, claims_feed) = cached(Api::all(client.clone()), labelled());
-    let (volumes, volumes_feed) = cached(Api::all(client.clone()), labelled());
+    let all = watcher::Config::default;
+    let (apps, apps_feed) = cached(Api::all(client.clone()), all(), slim_app);
+    let (pods, pods_feed) = cached(Api::all(client.clone()), labelled(), slim_owned);
+    let (claims, claims_feed) = cached(Api::all(client.clone()), labelled(), slim_owned);
+    let (volumes, volumes_feed) = cached(Api::all(client.clone()), labelled(), slim_owned);
     let nodes = NodeCache::new(client.clone());
     let caches = Caches {
         apps,
@@ -71,7 +73,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     (caches, feeds)
 }
 
-fn cached<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Updates<K>)
+fn cached<K>(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> (Store<K>, Updates<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
@@ -79,11 +81,28 @@ where
     let (reader, writer) = reflector::store();
     let feed = watcher(api, config)
         .default_backoff()
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .modify(slim)
         .reflect(writer)
         .touched_objects()
         .boxed();
     (reader, feed)
+}
+
+/// An app as the user wrote it, less `managedFields` and kubectl's copy of
+/// the whole object in `last-applied-configuration`.
+fn slim_app(app: &mut StatefulApp) {
+    app.metadata.managed_fields = None;
+    if let Some(annotations) = &mut app.metadata.annotations {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A pod, claim or volume of an app: observe reads only our own labels and
+/// annotations, and the node kube-scheduler selected for a claim.
+fn slim_owned<K: Resource>(object: &mut K) {
+    slim_metadata(object.meta_mut(), |key| {
+        key.starts_with("statefulapp.io/") || key == ANNOTATION_SELECTED_NODE
+    });
 }
 
 impl Caches {

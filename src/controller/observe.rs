@@ -17,8 +17,8 @@ use super::observed::{
 use super::wipe_request::WipeRequest;
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_ORPHAN_MARK, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK,
-    ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
+    ANNOTATION_ORPHAN_MARK, ANNOTATION_SELECTED_NODE, ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
 };
 
 pub struct ClusterObjects {
@@ -103,10 +103,7 @@ pub fn observe(
             created(claim.metadata.creation_timestamp.as_ref()),
         );
         if instance.node.is_none() {
-            instance.node = claim
-                .annotations()
-                .get("volume.kubernetes.io/selected-node")
-                .cloned();
+            instance.node = claim.annotations().get(ANNOTATION_SELECTED_NODE).cloned();
         }
         instance.claims.insert(
             volume,

@@ -20,16 +20,17 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::names::{
-    ANNOTATION_PERSISTENCE_ID, ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_APP, LABEL_INSTANCE,
-    LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId, post_params, volume_name,
+    ANNOTATION_PERSISTENCE_ID, ANNOTATION_SELECTED_NODE, ANNOTATION_WIPE_MARK, FINALIZER_AGENT,
+    LABEL_APP, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId,
+    post_params, volume_name,
 };
+use crate::partial::slim_metadata;
 use crate::{Error, Result};
 
 use self::claim::ClaimRequest;
 
 /// Annotation on volumes: the data directory, relative to the agent's base dir.
 pub const ANNOTATION_DIRECTORY: &str = "statefulapp.io/directory";
-const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
 
 pub struct Provisioner {
@@ -47,7 +48,7 @@ pub async fn run(provisioner: Arc<Provisioner>) {
     let (store, writer) = reflector::store();
     let updates = watcher(claims, watcher::Config::default())
         .default_backoff()
-        .modify(|claim| claim.metadata.managed_fields = None)
+        .modify(slim_claim)
         .reflect(writer)
         .touched_objects();
     Controller::for_stream(updates, store)
@@ -55,6 +56,22 @@ pub async fn run(provisioner: Arc<Provisioner>) {
         .run(reconcile, error_policy, provisioner)
         .for_each(|_| async {})
         .await;
+}
+
+/// Keeps the annotations and labels provisioning reads or copies.
+fn slim_claim(claim: &mut ClaimRequest) {
+    slim_metadata(&mut claim.metadata, |key| {
+        [
+            STORAGE_PROVISIONER,
+            ANNOTATION_SELECTED_NODE,
+            ANNOTATION_PERSISTENCE_ID,
+            ANNOTATION_WIPE_MARK,
+            LABEL_APP,
+            LABEL_INSTANCE,
+            LABEL_VOLUME,
+        ]
+        .contains(&key)
+    });
 }
 
 fn error_policy(claim: Arc<ClaimRequest>, error: &Error, _: Arc<Provisioner>) -> Requeue {
@@ -67,7 +84,7 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     if !ours || claim.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
-    let Some(node) = claim.annotations().get(SELECTED_NODE) else {
+    let Some(node) = claim.annotations().get(ANNOTATION_SELECTED_NODE) else {
         return Ok(Requeue::await_change()); // the scheduler has not placed it yet
     };
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
