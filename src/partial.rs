@@ -42,10 +42,11 @@ pub(crate) use core_v1_kind;
 pub fn slim_metadata(meta: &mut ObjectMeta, keep: impl Fn(&str) -> bool) {
     meta.managed_fields = None;
     meta.finalizers = None;
-    for map in [&mut meta.labels, &mut meta.annotations] {
-        if let Some(entries) = map {
-            entries.retain(|key, _| keep(key));
-        }
+    for entries in [&mut meta.labels, &mut meta.annotations]
+        .into_iter()
+        .flatten()
+    {
+        entries.retain(|key, _| keep(key));
     }
 }
 
