@@ -164,7 +164,9 @@ fn workloads_run_locked_down() {
         strings(&container["securityContext"]["capabilities"]["drop"]),
         ["ALL"]
     );
-    assert!(strings(&container["args"]).contains(&"--leader-elect".to_string()));
+    let args = strings(&container["args"]);
+    assert!(args.contains(&"--leader-elect".to_string()));
+    assert!(args.contains(&"--max-concurrent-reconciles=16".to_string()));
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
 
