@@ -5,10 +5,8 @@
 //! has not seen the claims created a moment ago would create those instances
 //! a second time (I4). So every write records its expected effect, and a
 //! reconcile plans only once the cached objects of its app show all of
-//! them. A created object counts as seen once its watch delivers it, even
-//! if it is gone again by the time the app is reconciled (removed by someone
-//! else at once: the cache never shows it, but it has seen it). Any other
-//! expectation nobody can meet lapses after [`LAPSE`].
+//! them. An expectation nobody can meet (the object was removed by someone
+//! else before the cache saw it) lapses after [`LAPSE`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,18 +59,6 @@ impl Expectations {
             effect,
             since: Instant::now(),
         });
-    }
-
-    /// The watch of `kind` delivered object `name` of `app`: a creation
-    /// expected for that name has reached the cache. (Names are those of
-    /// instances, so a late event of an earlier object of the same name can
-    /// at worst let the planner ask for the object again: refused, as it
-    /// exists.)
-    pub fn witness(&self, app: &str, kind: Kind, name: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = map.get_mut(app) {
-            list.retain(|e| !(e.kind == kind && e.name == name && e.effect == Effect::Present));
-        }
     }
 
     /// Forgets what `objects` (the app's cached objects) show, and what has
@@ -199,24 +185,6 @@ mod tests {
         e.expect("ns/app", Kind::Claim, "c1", Effect::Annotated("m"));
         assert_eq!(e.unmet("ns/app", &objects(&["p1"], &[("c1", false)])), 2);
         assert_eq!(e.unmet("ns/app", &objects(&[], &[("c1", true)])), 0);
-    }
-
-    #[test]
-    fn a_creation_delivered_by_the_watch_is_seen_even_if_gone_again() {
-        let e = Expectations::default();
-        e.expect("ns/app", Kind::Pod, "p1", Effect::Present);
-        e.expect("ns/app", Kind::Pod, "p2", Effect::Gone);
-        e.witness("ns/app", Kind::Claim, "p1");
-        e.witness("ns/other", Kind::Pod, "p1");
-        assert_eq!(e.unmet("ns/app", &objects(&["p2"], &[])), 2);
-        e.witness("ns/app", Kind::Pod, "p1");
-        e.witness("ns/app", Kind::Pod, "p2");
-        assert_eq!(
-            e.unmet("ns/app", &objects(&["p2"], &[])),
-            1,
-            "a deletion is seen only when it shows"
-        );
-        assert_eq!(e.unmet("ns/app", &objects(&[], &[])), 0);
     }
 
     #[test]

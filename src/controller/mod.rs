@@ -34,9 +34,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use self::apply::Applier;
-use self::cache::Updates;
 pub use self::cache::{Caches, Feeds};
-use self::expectations::{Expectations, Kind};
+use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
 use self::status::{StatusInput, compute_status};
@@ -90,33 +89,13 @@ impl Context {
     }
 }
 
-/// `feed`, telling the expectations about every pod or claim it delivers.
-fn witnessed<K>(feed: Updates<K>, ctx: &Arc<Context>, kind: Kind) -> Updates<K>
-where
-    K: Resource + Send + 'static,
-{
-    let ctx = ctx.clone();
-    feed.inspect(move |update| {
-        if let Ok(object) = update
-            && let (Some(ns), Some(app)) = (
-                object.meta().namespace.as_deref(),
-                object.labels().get(LABEL_APP),
-            )
-        {
-            ctx.expectations
-                .witness(&format!("{ns}/{app}"), kind, &object.name_any());
-        }
-    })
-    .boxed()
-}
-
 /// Runs the controller until the process is stopped.
 pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
     let config = controller::Config::default().concurrency(ctx.max_concurrent_reconciles);
     Controller::for_stream(feeds.apps, ctx.caches.apps())
         .with_config(config)
-        .owns_stream(witnessed(feeds.pods, &ctx, Kind::Pod))
-        .watches_stream(witnessed(feeds.claims, &ctx, Kind::Claim), |claim| {
+        .owns_stream(feeds.pods)
+        .watches_stream(feeds.claims, |claim| {
             let app = claim.labels().get(LABEL_APP)?;
             Some(ObjectRef::new(app).within(&claim.namespace()?))
         })
