@@ -22,7 +22,8 @@ struct Args {
     /// Instance counts for cold scale-up and restart.
     #[arg(long, value_delimiter = ',', default_value = "100,500")]
     sizes: Vec<usize>,
-    /// Repeats of each measurement (the median is reported).
+    /// Repeats of each measurement (the median is reported); 0 runs only
+    /// the footprint scenario.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Apps x instances for the footprint scenario (0 skips it).
@@ -52,7 +53,12 @@ async fn main() {
     );
     let mut report = Report::new(&cluster.nodes);
 
-    for &n in &args.sizes {
+    let sizes = if args.repeats == 0 {
+        &[][..]
+    } else {
+        &args.sizes[..]
+    };
+    for &n in sizes {
         let mut rows = [
             Row::new(format!("cold scale-up 0->{n}")),
             Row::new(format!("restart {n} stopped")),
