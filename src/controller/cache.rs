@@ -1,22 +1,21 @@
 //! Watched caches of what the controller reads: the pods, claims and volumes
-//! of StatefulApps (by label), and the nodes. One watch per kind feeds both
-//! a cache and the controller's triggers; reconciles read the caches, so a
-//! busy app costs the API server no lists. Cached objects are trimmed to
+//! of StatefulApps (by label, grouped by app), and the nodes. One watch per
+//! kind feeds both a cache and the controller's triggers; reconciles read
+//! the caches, so a busy app costs the API server no lists. Cached objects are trimmed to
 //! what [`super::observe`] reads.
 //!
 //! A cache lags the controller's own writes by a watch event; see
 //! [`super::expectations`] for how planning waits for it.
 
-use std::sync::Arc;
-
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::by_app::{AppKey, ByApp, KeyOf, by_app};
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
@@ -32,9 +31,9 @@ pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
 #[derive(Clone)]
 pub struct Caches {
     apps: Store<StatefulApp>,
-    pods: Store<CachedPod>,
-    claims: Store<CachedClaim>,
-    volumes: Store<CachedVolume>,
+    pods: ByApp<CachedPod>,
+    claims: ByApp<CachedClaim>,
+    volumes: ByApp<CachedVolume>,
     nodes: NodeStore,
 }
 
@@ -52,9 +51,10 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let labelled = || watcher::Config::default().labels(LABEL_APP);
     let all = watcher::Config::default;
     let (apps, apps_feed) = cached(Api::all(client.clone()), all(), slim_app);
-    let (pods, pods_feed) = cached(Api::all(client.clone()), labelled(), slim_owned);
-    let (claims, claims_feed) = cached(Api::all(client.clone()), labelled(), slim_owned);
-    let (volumes, volumes_feed) = cached(Api::all(client.clone()), labelled(), slim_owned);
+    let (pods, pods_feed) = grouped(Api::all(client.clone()), labelled(), in_its_namespace);
+    let (claims, claims_feed) = grouped(Api::all(client.clone()), labelled(), in_its_namespace);
+    let (volumes, volumes_feed) =
+        grouped(Api::all(client.clone()), labelled(), in_labelled_namespace);
     let nodes = NodeCache::new(client.clone());
     let caches = Caches {
         apps,
@@ -88,6 +88,38 @@ where
     (reader, feed)
 }
 
+/// Like [`cached`], grouped by app (see [`super::by_app`]), and trimmed by
+/// [`slim_owned`].
+fn grouped<K>(api: Api<K>, config: watcher::Config, key_of: KeyOf<K>) -> (ByApp<K>, Updates<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (reader, mut writer) = by_app(key_of);
+    let feed = watcher(api, config)
+        .default_backoff()
+        .modify(slim_owned)
+        .inspect_ok(move |event| writer.apply(event))
+        .touched_objects()
+        .boxed();
+    (reader, feed)
+}
+
+/// The app of a pod or claim: its label, in the object's namespace.
+fn in_its_namespace<K: Resource>(object: &K) -> Option<AppKey> {
+    let app = object.labels().get(LABEL_APP)?;
+    Some((object.namespace()?, app.clone()))
+}
+
+/// The app of a volume (cluster-scoped): its labels name app and namespace.
+fn in_labelled_namespace<K: Resource>(object: &K) -> Option<AppKey> {
+    let labels = object.labels();
+    Some((
+        labels.get(LABEL_NAMESPACE)?.clone(),
+        labels.get(LABEL_APP)?.clone(),
+    ))
+}
+
 /// An app as the user wrote it, less `managedFields` and kubectl's copy of
 /// the whole object in `last-applied-configuration`.
 fn slim_app(app: &mut StatefulApp) {
@@ -115,7 +147,7 @@ impl Caches {
     /// controller polls the feeds only while it has room for reconciles, so
     /// a reconcile waiting for a cache would keep it from filling.
     pub fn ready(&self) -> bool {
-        filled(&self.pods) && filled(&self.claims) && filled(&self.volumes) && self.nodes.ready()
+        self.pods.ready() && self.claims.ready() && self.volumes.ready() && self.nodes.ready()
     }
 
     /// Everything cached about app `name` in `ns`; `None` until [`ready`].
@@ -125,16 +157,10 @@ impl Caches {
         if !self.ready() {
             return None;
         }
-        let of_app = |labels: &std::collections::BTreeMap<String, String>| {
-            labels.get(LABEL_APP).map(String::as_str) == Some(name)
-        };
         Some(ClusterObjects {
-            pods: filtered(&self.pods, |p| is_in(p, ns) && of_app(p.labels())),
-            claims: filtered(&self.claims, |c| is_in(c, ns) && of_app(c.labels())),
-            volumes: filtered(&self.volumes, |v| {
-                of_app(v.labels())
-                    && v.labels().get(LABEL_NAMESPACE).map(String::as_str) == Some(ns)
-            }),
+            pods: self.pods.of_app(ns, name),
+            claims: self.claims.of_app(ns, name),
+            volumes: self.volumes.of_app(ns, name),
             nodes: self.nodes.snapshot(),
         })
     }
@@ -143,15 +169,4 @@ impl Caches {
 /// Whether `store` has received its first full list (never waits).
 pub(super) fn filled<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
     store.wait_until_ready().now_or_never().is_some()
-}
-
-fn is_in<K: Resource>(object: &Arc<K>, ns: &str) -> bool {
-    object.meta().namespace.as_deref() == Some(ns)
-}
-
-fn filtered<K>(store: &Store<K>, keep: impl Fn(&Arc<K>) -> bool) -> Vec<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store.state().into_iter().filter(|o| keep(o)).collect()
 }

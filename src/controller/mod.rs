@@ -4,6 +4,7 @@
 //! and never touches data (only the node agent does, and only for a wipe).
 
 mod apply;
+mod by_app;
 mod cache;
 pub mod cached;
 mod expectations;
