@@ -9,6 +9,7 @@
 //! - [`marathon`]: import of Marathon app definitions.
 //! - [`crdgen`]: the CRD document printed from the Rust types.
 //! - [`finalizer`]: safe finalizer updates.
+//! - [`watch`]: watch streams for kube-runtime's controllers.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 
 pub mod agent;
@@ -24,5 +25,6 @@ pub mod names;
 mod partial;
 pub mod plugin;
 pub mod provisioner;
+pub mod watch;
 
 pub use error::{Error, Result};

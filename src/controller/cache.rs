@@ -22,9 +22,11 @@ use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
 use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_NAMESPACE};
 use crate::partial::slim_metadata;
+use crate::watch::errors_logged;
 
 /// Objects of one kind as the watch delivers them (trimmed), for the
-/// controller's triggers.
+/// controller's triggers; errors are logged, not passed on (see
+/// [`crate::watch`]).
 pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
 /// The read side, shared by every reconcile.
@@ -83,8 +85,8 @@ where
         .default_backoff()
         .modify(slim)
         .reflect(writer)
-        .touched_objects()
-        .boxed();
+        .touched_objects();
+    let feed = errors_logged(feed, K::kind(&())).boxed();
     (reader, feed)
 }
 
@@ -100,8 +102,8 @@ where
         .default_backoff()
         .modify(slim_owned)
         .inspect_ok(move |event| writer.apply(event))
-        .touched_objects()
-        .boxed();
+        .touched_objects();
+    let feed = errors_logged(feed, K::kind(&())).boxed();
     (reader, feed)
 }
 

@@ -25,6 +25,7 @@ use crate::names::{
     post_params, volume_name,
 };
 use crate::partial::slim_metadata;
+use crate::watch::errors_logged;
 use crate::{Error, Result};
 
 use self::claim::ClaimRequest;
@@ -51,7 +52,7 @@ pub async fn run(provisioner: Arc<Provisioner>) {
         .modify(slim_claim)
         .reflect(writer)
         .touched_objects();
-    Controller::for_stream(updates, store)
+    Controller::for_stream(errors_logged(updates, "claims"), store)
         .shutdown_on_signal()
         .run(reconcile, error_policy, provisioner)
         .for_each(|_| async {})
