@@ -27,7 +27,13 @@ pub struct Footprint {
     pub apps: usize,
     pub instances: usize,
     pub converge_seconds: f64,
+    /// Resident memory before the apps are created.
+    pub start_rss_mib: f64,
     pub rss_mib: f64,
+    /// Of `rss_mib`: heap and stacks (anonymous), and mapped files (the
+    /// executable's own pages).
+    pub rss_anon_mib: f64,
+    pub rss_file_mib: f64,
     pub peak_rss_mib: f64,
     pub cpu_cores_idle: f64,
     pub requests_per_idle_minute: usize,
@@ -66,6 +72,8 @@ pub async fn measure(
     let client = cluster.client().await;
     let ns = cluster.namespace(&client, "bench-footprint").await;
     let api: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    let pid = operator.controller_pid().expect("controller running");
+    let start = memory(pid);
     eprintln!("bench: footprint: creating {apps} apps x {instances} instances");
     let started = Instant::now();
     futures::stream::iter(0..apps)
@@ -107,7 +115,6 @@ pub async fn measure(
     );
     tokio::time::sleep(Duration::from_secs(30)).await;
 
-    let pid = operator.controller_pid().expect("controller running");
     let cpu_before = cpu_ticks(pid);
     let window_start = chrono_now();
     tokio::time::sleep(IDLE_WINDOW).await;
@@ -115,7 +122,7 @@ pub async fn measure(
     let cpu_after = cpu_ticks(pid);
     // The audit log is flushed in batches of at most a second.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (rss, peak) = rss_mib(pid);
+    let end = memory(pid);
     let by_verb = audit_requests(&cluster.dir.join("audit.log"), &window_start, &window_end);
     let writes = ["create", "update", "patch", "delete", "deletecollection"]
         .iter()
@@ -125,8 +132,11 @@ pub async fn measure(
         apps,
         instances,
         converge_seconds: converge.as_secs_f64(),
-        rss_mib: rss,
-        peak_rss_mib: peak,
+        start_rss_mib: start.rss,
+        rss_mib: end.rss,
+        rss_anon_mib: end.anon,
+        rss_file_mib: end.file,
+        peak_rss_mib: end.peak,
         cpu_cores_idle: (cpu_after - cpu_before) as f64
             / ticks_per_second()
             / IDLE_WINDOW.as_secs_f64(),
@@ -165,17 +175,31 @@ fn ticks_per_second() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-fn rss_mib(pid: u32) -> (f64, f64) {
+/// Resident memory of a process, MiB.
+struct Memory {
+    rss: f64,
+    anon: f64,
+    file: f64,
+    peak: f64,
+}
+
+fn memory(pid: u32) -> Memory {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
+    let mib = |key: &str| {
+        let kib = status
             .lines()
             .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .unwrap_or(0.0);
+        kib / 1024.0
     };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    Memory {
+        rss: mib("VmRSS:"),
+        anon: mib("RssAnon:"),
+        file: mib("RssFile:"),
+        peak: mib("VmHWM:"),
+    }
 }
 
 /// Requests of the bench's operator identity in [start, end), by verb.

@@ -139,11 +139,14 @@ impl Report {
         }
         if let Some(f) = &self.footprint {
             println!(
-                "\nfootprint, {} apps x {} instances (converged in {:.0}s): RSS {:.1} MiB (peak {:.1} MiB), idle CPU {:.3} cores, {} API requests and {} writes per idle minute {:?}",
+                "\nfootprint, {} apps x {} instances (converged in {:.0}s): RSS {:.1} MiB ({:.1} heap and stacks, {:.1} executable; {:.1} before the apps; peak {:.1} MiB), idle CPU {:.3} cores, {} API requests and {} writes per idle minute {:?}",
                 f.apps,
                 f.instances,
                 f.converge_seconds,
                 f.rss_mib,
+                f.rss_anon_mib,
+                f.rss_file_mib,
+                f.start_rss_mib,
                 f.peak_rss_mib,
                 f.cpu_cores_idle,
                 f.requests_per_idle_minute,
