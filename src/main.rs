@@ -68,7 +68,8 @@ struct ControllerArgs {
     /// Seconds a leader may go silent before another replica takes over.
     #[arg(long, default_value_t = 15)]
     leader_elect_duration: u64,
-    /// StatefulApps reconciled at the same time.
+    /// StatefulApps reconciled at the same time (and claims provisioned at
+    /// the same time).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_reconciles: u16,
 }
@@ -153,6 +154,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         name: args.provisioner_name,
         base_dir: args.volume_base_dir,
         provisioned: metrics.volumes_provisioned.clone(),
+        max_concurrent: args.max_concurrent_reconciles,
     });
     let work = async {
         tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));
