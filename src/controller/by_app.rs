@@ -5,7 +5,9 @@
 //! a thousand apps was most of the controller's CPU.)
 //!
 //! Fed by a watcher's events, with the same semantics as the reflector: a
-//! relist is buffered and replaces the cache whole when it is complete.
+//! relist is buffered and replaces the cache whole when it is complete. It
+//! keeps an entry made from each object (see [`super::entries`]), not the
+//! object.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -16,19 +18,20 @@ use kube::runtime::watcher::Event;
 /// An app: its namespace and name.
 pub type AppKey = (String, String);
 
-/// Says which app an object belongs to; `None` leaves it out of the cache.
-pub type KeyOf<K> = fn(&K) -> Option<AppKey>;
+/// Says which app an object belongs to and makes its entry; `None` leaves
+/// it out of the cache.
+pub type FileAs<K, V> = fn(&K) -> Option<(AppKey, V)>;
 
 /// An object's identity: its namespace (none for a cluster-scoped object)
 /// and name.
 type ObjectId = (Option<String>, String);
 
 /// The read side, cheap to clone.
-pub struct ByApp<K> {
-    shared: Arc<RwLock<Grouped<K>>>,
+pub struct ByApp<V> {
+    shared: Arc<RwLock<Grouped<V>>>,
 }
 
-impl<K> Clone for ByApp<K> {
+impl<V> Clone for ByApp<V> {
     fn clone(&self) -> Self {
         ByApp {
             shared: self.shared.clone(),
@@ -36,23 +39,23 @@ impl<K> Clone for ByApp<K> {
     }
 }
 
-/// The write side, for the watch stream.
-pub struct ByAppWriter<K> {
-    shared: Arc<RwLock<Grouped<K>>>,
-    key_of: KeyOf<K>,
+/// The write side, for the watch stream of `K`.
+pub struct ByAppWriter<K, V> {
+    shared: Arc<RwLock<Grouped<V>>>,
+    file_as: FileAs<K, V>,
     /// A relist in progress.
-    relist: Option<Grouped<K>>,
+    relist: Option<Grouped<V>>,
 }
 
-struct Grouped<K> {
-    apps: HashMap<AppKey, HashMap<ObjectId, Arc<K>>>,
+struct Grouped<V> {
+    apps: HashMap<AppKey, HashMap<ObjectId, Arc<V>>>,
     /// Where each object is filed, to move it when its labels change.
     filed_under: HashMap<ObjectId, AppKey>,
     /// Whether a full list has arrived.
     ready: bool,
 }
 
-impl<K> Default for Grouped<K> {
+impl<V> Default for Grouped<V> {
     fn default() -> Self {
         Grouped {
             apps: HashMap::new(),
@@ -62,20 +65,20 @@ impl<K> Default for Grouped<K> {
     }
 }
 
-pub fn by_app<K>(key_of: KeyOf<K>) -> (ByApp<K>, ByAppWriter<K>) {
+pub fn by_app<K, V>(file_as: FileAs<K, V>) -> (ByApp<V>, ByAppWriter<K, V>) {
     let shared = Arc::new(RwLock::new(Grouped::default()));
     let reader = ByApp {
         shared: shared.clone(),
     };
     let writer = ByAppWriter {
         shared,
-        key_of,
+        file_as,
         relist: None,
     };
     (reader, writer)
 }
 
-impl<K> ByApp<K> {
+impl<V> ByApp<V> {
     /// Whether a full list has arrived.
     pub fn ready(&self) -> bool {
         self.shared
@@ -84,8 +87,8 @@ impl<K> ByApp<K> {
             .ready
     }
 
-    /// The cached objects of the app `name` in `ns`.
-    pub fn of_app(&self, ns: &str, name: &str) -> Vec<Arc<K>> {
+    /// The entries of the app `name` in `ns`.
+    pub fn of_app(&self, ns: &str, name: &str) -> Vec<Arc<V>> {
         let grouped = self.shared.read().unwrap_or_else(PoisonError::into_inner);
         let key = (ns.to_owned(), name.to_owned());
         grouped
@@ -96,17 +99,17 @@ impl<K> ByApp<K> {
     }
 }
 
-impl<K: Resource + Clone> ByAppWriter<K> {
+impl<K: Resource, V> ByAppWriter<K, V> {
     pub fn apply(&mut self, event: &Event<K>) {
         match event {
-            Event::Apply(object) => self.write().file(self.key_of, object),
+            Event::Apply(object) => self.write().file(self.file_as, object),
             Event::Delete(object) => self.write().remove(&id_of(object)),
             Event::Init => self.relist = Some(Grouped::default()),
             Event::InitApply(object) => {
-                let key_of = self.key_of;
+                let file_as = self.file_as;
                 self.relist
                     .get_or_insert_with(Grouped::default)
-                    .file(key_of, object);
+                    .file(file_as, object);
             }
             Event::InitDone => {
                 let mut listed = self.relist.take().unwrap_or_default();
@@ -116,18 +119,18 @@ impl<K: Resource + Clone> ByAppWriter<K> {
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Grouped<K>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Grouped<V>> {
         self.shared.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl<K: Resource + Clone> Grouped<K> {
-    fn file(&mut self, key_of: KeyOf<K>, object: &K) {
+impl<V> Grouped<V> {
+    fn file<K: Resource>(&mut self, file_as: FileAs<K, V>, object: &K) {
         let id = id_of(object);
         self.remove(&id);
-        if let Some(app) = key_of(object) {
-            let objects = self.apps.entry(app.clone()).or_default();
-            objects.insert(id.clone(), Arc::new(object.clone()));
+        if let Some((app, entry)) = file_as(object) {
+            let entries = self.apps.entry(app.clone()).or_default();
+            entries.insert(id.clone(), Arc::new(entry));
             self.filed_under.insert(id, app);
         }
     }
@@ -169,23 +172,25 @@ mod tests {
         }
     }
 
-    fn key_of(object: &ConfigMap) -> Option<AppKey> {
+    /// Files a config map under its `app` label, as its name.
+    fn file_as(object: &ConfigMap) -> Option<(AppKey, String)> {
         let app = object.metadata.labels.as_ref()?.get("app")?;
-        Some((object.metadata.namespace.clone()?, app.clone()))
+        let key = (object.metadata.namespace.clone()?, app.clone());
+        Some((key, object.metadata.name.clone()?))
     }
 
-    fn names(cache: &ByApp<ConfigMap>, ns: &str, app: &str) -> Vec<String> {
+    fn names(cache: &ByApp<String>, ns: &str, app: &str) -> Vec<String> {
         let mut names: Vec<String> = cache
             .of_app(ns, app)
             .iter()
-            .map(|o| o.metadata.name.clone().unwrap())
+            .map(|name| name.to_string())
             .collect();
         names.sort();
         names
     }
 
-    fn listed(objects: &[ConfigMap]) -> (ByApp<ConfigMap>, ByAppWriter<ConfigMap>) {
-        let (cache, mut writer) = by_app(key_of);
+    fn listed(objects: &[ConfigMap]) -> (ByApp<String>, ByAppWriter<ConfigMap, String>) {
+        let (cache, mut writer) = by_app(file_as);
         writer.apply(&Event::Init);
         for object in objects {
             writer.apply(&Event::InitApply(object.clone()));
@@ -211,7 +216,7 @@ mod tests {
 
     #[test]
     fn not_ready_until_the_first_list_is_complete() {
-        let (cache, mut writer) = by_app(key_of);
+        let (cache, mut writer) = by_app(file_as);
         writer.apply(&Event::Init);
         writer.apply(&Event::InitApply(object("a", "web-0", "web")));
         assert!(!cache.ready());

@@ -1,8 +1,9 @@
 //! Watched caches of what the controller reads: the pods, claims and volumes
 //! of StatefulApps (by label, grouped by app), and the nodes. One watch per
 //! kind feeds both a cache and the controller's triggers; reconciles read
-//! the caches, so a busy app costs the API server no lists. Cached objects are trimmed to
-//! what [`super::observe`] reads.
+//! the caches, so a busy app costs the API server no lists. The caches keep
+//! what [`super::observe`] reads: partial objects ([`super::cached`]) of
+//! apps, entries ([`super::entries`]) of pods, claims and volumes.
 //!
 //! A cache lags the controller's own writes by a watch event; see
 //! [`super::expectations`] for how planning waits for it.
@@ -15,16 +16,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::by_app::{AppKey, ByApp, KeyOf, by_app};
+use super::by_app::{AppKey, ByApp, FileAs, by_app};
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
+use super::entries::{ClaimEntry, PodEntry, VolumeEntry};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
-use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_NAMESPACE};
-use crate::partial::slim_metadata;
+use crate::names::{LABEL_APP, LABEL_NAMESPACE};
 use crate::watch::errors_logged;
 
-/// Objects of one kind as the watch delivers them (trimmed), for the
+/// Objects of one kind as the watch delivers them, for the
 /// controller's triggers; errors are logged, not passed on (see
 /// [`crate::watch`]).
 pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -33,9 +34,9 @@ pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
 #[derive(Clone)]
 pub struct Caches {
     apps: Store<StatefulApp>,
-    pods: ByApp<CachedPod>,
-    claims: ByApp<CachedClaim>,
-    volumes: ByApp<CachedVolume>,
+    pods: ByApp<PodEntry>,
+    claims: ByApp<ClaimEntry>,
+    volumes: ByApp<VolumeEntry>,
     nodes: NodeStore,
 }
 
@@ -53,10 +54,9 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let labelled = || watcher::Config::default().labels(LABEL_APP);
     let all = watcher::Config::default;
     let (apps, apps_feed) = cached(Api::all(client.clone()), all(), slim_app);
-    let (pods, pods_feed) = grouped(Api::all(client.clone()), labelled(), in_its_namespace);
-    let (claims, claims_feed) = grouped(Api::all(client.clone()), labelled(), in_its_namespace);
-    let (volumes, volumes_feed) =
-        grouped(Api::all(client.clone()), labelled(), in_labelled_namespace);
+    let (pods, pods_feed) = grouped(Api::all(client.clone()), labelled(), pod_entry);
+    let (claims, claims_feed) = grouped(Api::all(client.clone()), labelled(), claim_entry);
+    let (volumes, volumes_feed) = grouped(Api::all(client.clone()), labelled(), volume_entry);
     let nodes = NodeCache::new(client.clone());
     let caches = Caches {
         apps,
@@ -90,21 +90,37 @@ where
     (reader, feed)
 }
 
-/// Like [`cached`], grouped by app (see [`super::by_app`]), and trimmed by
-/// [`slim_owned`].
-fn grouped<K>(api: Api<K>, config: watcher::Config, key_of: KeyOf<K>) -> (ByApp<K>, Updates<K>)
+/// Like [`cached`], keeping an entry per object, grouped by app (see
+/// [`super::by_app`]).
+fn grouped<K, V>(
+    api: Api<K>,
+    config: watcher::Config,
+    file_as: FileAs<K, V>,
+) -> (ByApp<V>, Updates<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
+    V: Send + Sync + 'static,
 {
-    let (reader, mut writer) = by_app(key_of);
+    let (reader, mut writer) = by_app(file_as);
     let feed = watcher(api, config)
         .default_backoff()
-        .modify(slim_owned)
         .inspect_ok(move |event| writer.apply(event))
         .touched_objects();
     let feed = errors_logged(feed, K::kind(&())).boxed();
     (reader, feed)
+}
+
+fn pod_entry(pod: &CachedPod) -> Option<(AppKey, PodEntry)> {
+    Some((in_its_namespace(pod)?, pod.into()))
+}
+
+fn claim_entry(claim: &CachedClaim) -> Option<(AppKey, ClaimEntry)> {
+    Some((in_its_namespace(claim)?, claim.into()))
+}
+
+fn volume_entry(pv: &CachedVolume) -> Option<(AppKey, VolumeEntry)> {
+    Some((in_labelled_namespace(pv)?, pv.into()))
 }
 
 /// The app of a pod or claim: its label, in the object's namespace.
@@ -129,14 +145,6 @@ fn slim_app(app: &mut StatefulApp) {
     if let Some(annotations) = &mut app.metadata.annotations {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-}
-
-/// A pod, claim or volume of an app: observe reads only our own labels and
-/// annotations, and the node kube-scheduler selected for a claim.
-fn slim_owned<K: Resource>(object: &mut K) {
-    slim_metadata(object.meta_mut(), |key| {
-        key.starts_with("statefulapp.io/") || key == ANNOTATION_SELECTED_NODE
-    });
 }
 
 impl Caches {

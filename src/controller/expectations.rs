@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 
 use super::observe::ClusterObjects;
 
@@ -97,35 +96,32 @@ impl Expectations {
 fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
     let name = expected.name.as_str();
     if let Effect::ClaimRef(claim) = &expected.effect {
-        let Some(volume) = objects.volumes.iter().find(|v| v.name_any() == name) else {
+        let Some(volume) = objects.volumes.iter().find(|v| v.meta.name == name) else {
             return true; // gone: nothing will ever show the effect
         };
-        let claim_ref = volume.spec.claim_ref.as_ref();
-        return claim_ref.and_then(|r| r.name.as_deref()) == Some(claim.as_str());
+        return volume.claim_name.as_deref() == Some(claim.as_str());
     }
     let meta = match expected.kind {
         Kind::Pod => objects
             .pods
             .iter()
-            .find(|o| o.name_any() == name)
-            .map(|o| &o.metadata),
+            .map(|o| &o.meta)
+            .find(|m| m.name == name),
         Kind::Claim => objects
             .claims
             .iter()
-            .find(|o| o.name_any() == name)
-            .map(|o| &o.metadata),
+            .map(|o| &o.meta)
+            .find(|m| m.name == name),
         Kind::Volume => objects
             .volumes
             .iter()
-            .find(|o| o.name_any() == name)
-            .map(|o| &o.metadata),
+            .map(|o| &o.meta)
+            .find(|m| m.name == name),
     };
     match (&expected.effect, meta) {
         (Effect::Present, found) => found.is_some(),
-        (Effect::Gone, Some(m)) => m.deletion_timestamp.is_some(),
-        (Effect::Annotated(key), Some(m)) => {
-            m.annotations.as_ref().is_some_and(|a| a.contains_key(*key))
-        }
+        (Effect::Gone, Some(m)) => m.deleting,
+        (Effect::Annotated(key), Some(m)) => m.has_annotation(key),
         // The object is gone: deleted as asked, or nothing will ever show
         // the effect.
         (_, None) | (Effect::ClaimRef(_), Some(_)) => true,
@@ -136,6 +132,7 @@ fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
 mod tests {
     use super::*;
     use crate::controller::cached::{CachedClaim, CachedPod};
+    use crate::names::ANNOTATION_WIPE_MARK;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -144,26 +141,24 @@ mod tests {
             pods: pods
                 .iter()
                 .map(|n| {
-                    Arc::new(
-                        serde_json::from_value::<CachedPod>(json!({ "metadata": { "name": n } }))
-                            .unwrap(),
-                    )
+                    let pod: CachedPod =
+                        serde_json::from_value(json!({ "metadata": { "name": n } })).unwrap();
+                    Arc::new((&pod).into())
                 })
                 .collect(),
             claims: claims
                 .iter()
                 .map(|(n, marked)| {
                     let annotations = if *marked {
-                        json!({ "m": "true" })
+                        json!({ ANNOTATION_WIPE_MARK: "true" })
                     } else {
                         json!({})
                     };
-                    Arc::new(
-                        serde_json::from_value::<CachedClaim>(
-                            json!({ "metadata": { "name": n, "annotations": annotations } }),
-                        )
-                        .unwrap(),
+                    let claim: CachedClaim = serde_json::from_value(
+                        json!({ "metadata": { "name": n, "annotations": annotations } }),
                     )
+                    .unwrap();
+                    Arc::new((&claim).into())
                 })
                 .collect(),
             volumes: vec![],
@@ -182,7 +177,12 @@ mod tests {
         assert_eq!(e.unmet("ns/other", &objects(&[], &[])), 0);
 
         e.expect("ns/app", Kind::Pod, "p1", Effect::Gone);
-        e.expect("ns/app", Kind::Claim, "c1", Effect::Annotated("m"));
+        e.expect(
+            "ns/app",
+            Kind::Claim,
+            "c1",
+            Effect::Annotated(ANNOTATION_WIPE_MARK),
+        );
         assert_eq!(e.unmet("ns/app", &objects(&["p1"], &[("c1", false)])), 2);
         assert_eq!(e.unmet("ns/app", &objects(&[], &[("c1", true)])), 0);
     }

@@ -7,6 +7,7 @@ mod apply;
 mod by_app;
 mod cache;
 pub mod cached;
+pub mod entries;
 mod expectations;
 mod nodes;
 pub mod observe;
@@ -346,14 +347,14 @@ async fn report_failure(ctx: &Context, app: &StatefulApp, error: &Error) {
 
 /// Uuids of every instance with a claim, volume or pod in `objects`.
 fn instance_uuids(objects: &ClusterObjects) -> BTreeSet<Uuid> {
-    let labels = objects
+    let metas = objects
         .pods
         .iter()
-        .map(|o| o.labels())
-        .chain(objects.claims.iter().map(|o| o.labels()))
-        .chain(objects.volumes.iter().map(|o| o.labels()));
-    labels
-        .filter_map(|l| l.get(LABEL_INSTANCE))
+        .map(|o| &o.meta)
+        .chain(objects.claims.iter().map(|o| &o.meta))
+        .chain(objects.volumes.iter().map(|o| &o.meta));
+    metas
+        .filter_map(|m| m.label(LABEL_INSTANCE))
         .filter_map(|u| Uuid::parse_str(u).ok())
         .collect()
 }

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::cached::{CachedClaim, CachedPod, CachedVolume};
+use super::entries::{ClaimEntry, Meta, PodEntry, VolumeEntry};
 use super::observed::{
     AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
 };
@@ -22,9 +22,9 @@ use crate::names::{
 };
 
 pub struct ClusterObjects {
-    pub pods: Vec<Arc<CachedPod>>,
-    pub claims: Vec<Arc<CachedClaim>>,
-    pub volumes: Vec<Arc<CachedVolume>>,
+    pub pods: Vec<Arc<PodEntry>>,
+    pub claims: Vec<Arc<ClaimEntry>>,
+    pub volumes: Vec<Arc<VolumeEntry>>,
     pub nodes: Vec<Arc<Node>>,
 }
 
@@ -92,57 +92,57 @@ pub fn observe(
         observed.known_nodes.insert(name);
     }
 
-    let live_claims: BTreeSet<String> = objects.claims.iter().map(|c| c.name_any()).collect();
+    let live_claims: BTreeSet<&str> = objects
+        .claims
+        .iter()
+        .map(|c| c.meta.name.as_str())
+        .collect();
     for claim in &objects.claims {
-        let Some((uuid, volume)) = instance_and_volume(claim.labels()) else {
+        let Some((uuid, volume)) = instance_and_volume(&claim.meta) else {
             continue;
         };
-        let instance = instance_entry(
-            &mut observed,
-            uuid,
-            created(claim.metadata.creation_timestamp.as_ref()),
-        );
+        let instance = instance_entry(&mut observed, uuid, claim.meta.created);
         if instance.node.is_none() {
-            instance.node = claim.annotations().get(ANNOTATION_SELECTED_NODE).cloned();
+            instance.node = claim
+                .meta
+                .annotation(ANNOTATION_SELECTED_NODE)
+                .map(str::to_owned);
         }
         instance.claims.insert(
             volume,
             ClaimView {
-                name: claim.name_any(),
-                bound_volume: claim
-                    .spec
-                    .volume_name
-                    .clone()
-                    .filter(|_| claim.status.phase.as_deref() == Some("Bound")),
-                wipe_marked: claim.annotations().contains_key(ANNOTATION_WIPE_MARK),
-                orphan_marked: claim.annotations().contains_key(ANNOTATION_ORPHAN_MARK),
-                deleting: claim.metadata.deletion_timestamp.is_some(),
+                name: claim.meta.name.clone(),
+                bound_volume: claim.volume_name.clone().filter(|_| claim.bound),
+                wipe_marked: claim.meta.has_annotation(ANNOTATION_WIPE_MARK),
+                orphan_marked: claim.meta.has_annotation(ANNOTATION_ORPHAN_MARK),
+                deleting: claim.meta.deleting,
             },
         );
     }
     for pv in &objects.volumes {
-        let Some((uuid, volume)) = instance_and_volume(pv.labels()) else {
+        let Some((uuid, volume)) = instance_and_volume(&pv.meta) else {
             continue;
         };
-        let node = pv.labels().get(LABEL_NODE).cloned();
-        let claim_ref = pv.spec.claim_ref.as_ref();
-        let claim_name = claim_ref.and_then(|r| r.name.clone());
-        let claim_uid = claim_ref.and_then(|r| r.uid.as_ref());
+        let node = pv.meta.label(LABEL_NODE).map(str::to_owned);
+        let claim_uid = pv.claim_uid.as_ref();
         let claim_uid_live = objects
             .claims
             .iter()
-            .any(|c| c.metadata.uid.as_ref() == claim_uid);
-        let orphaned = pv.annotations().contains_key(ANNOTATION_ORPHAN_MARK);
+            .any(|c| c.meta.uid.as_ref() == claim_uid);
+        let orphaned = pv.meta.has_annotation(ANNOTATION_ORPHAN_MARK);
         let view = VolumeView {
-            name: pv.name_any(),
+            name: pv.meta.name.clone(),
             node: node.clone(),
             claim_ref_stale: claim_uid.is_some()
                 && !claim_uid_live
-                && claim_name.as_ref().is_some_and(|n| live_claims.contains(n)),
-            claim_ref: claim_name,
-            wipe_marked: pv.annotations().contains_key(ANNOTATION_WIPE_MARK),
+                && pv
+                    .claim_name
+                    .as_deref()
+                    .is_some_and(|n| live_claims.contains(n)),
+            claim_ref: pv.claim_name.clone(),
+            wipe_marked: pv.meta.has_annotation(ANNOTATION_WIPE_MARK),
             orphan_marked: orphaned,
-            deleting: pv.metadata.deletion_timestamp.is_some(),
+            deleting: pv.meta.deleting,
         };
         // Volumes of a replaced instance stay out of the instance list (they
         // must not bring it back) unless a wipe names that instance.
@@ -159,11 +159,7 @@ pub fn observe(
             });
             continue;
         }
-        let instance = instance_entry(
-            &mut observed,
-            uuid,
-            created(pv.metadata.creation_timestamp.as_ref()),
-        );
+        let instance = instance_entry(&mut observed, uuid, pv.meta.created);
         if node.is_some() {
             // The volume's node affinity is the authority on placement.
             instance.node = node;
@@ -172,45 +168,36 @@ pub fn observe(
     }
     for pod in &objects.pods {
         let Some(uuid) = pod
-            .labels()
-            .get(LABEL_INSTANCE)
+            .meta
+            .label(LABEL_INSTANCE)
             .and_then(|u| Uuid::parse_str(u).ok())
         else {
             continue;
         };
-        let phase = pod.status.phase.as_deref().unwrap_or("Pending");
-        let ready = pod.status.ready();
+        let phase = pod.phase.as_deref().unwrap_or("Pending");
         let view = PodView {
-            name: pod.name_any(),
+            name: pod.meta.name.clone(),
             template_hash: pod
-                .annotations()
-                .get(ANNOTATION_TEMPLATE_HASH)
-                .cloned()
-                .unwrap_or_default(),
-            node: pod.spec.node_name.clone(),
+                .meta
+                .annotation(ANNOTATION_TEMPLATE_HASH)
+                .unwrap_or_default()
+                .to_owned(),
+            node: pod.node_name.clone(),
             running: phase == "Running",
-            ready: phase == "Running" && ready,
+            ready: phase == "Running" && pod.ready,
             finished: phase == "Succeeded" || phase == "Failed",
-            deleting: pod.metadata.deletion_timestamp.is_some(),
-            started_at: pod.status.start_time.as_ref().map(|t| t.0),
+            deleting: pod.meta.deleting,
+            started_at: pod.started_at,
         };
         // A pod without claims or volumes belongs to no known instance: it
         // is listed so that it gets stopped, never adopted as a new instance.
-        let instance = instance_entry(
-            &mut observed,
-            uuid,
-            created(pod.metadata.creation_timestamp.as_ref()),
-        );
+        let instance = instance_entry(&mut observed, uuid, pod.meta.created);
         if instance.node.is_none() {
             instance.node = view.node.clone();
         }
         instance.pod = Some(view);
     }
     observed
-}
-
-fn created(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<Timestamp> {
-    t.map(|t| t.0)
 }
 
 fn instance_entry(
@@ -232,9 +219,7 @@ fn instance_entry(
     instance
 }
 
-fn instance_and_volume(
-    labels: &std::collections::BTreeMap<String, String>,
-) -> Option<(Uuid, String)> {
-    let uuid = Uuid::parse_str(labels.get(LABEL_INSTANCE)?).ok()?;
-    Some((uuid, labels.get(LABEL_VOLUME)?.clone()))
+fn instance_and_volume(meta: &Meta) -> Option<(Uuid, String)> {
+    let uuid = Uuid::parse_str(meta.label(LABEL_INSTANCE)?).ok()?;
+    Some((uuid, meta.label(LABEL_VOLUME)?.to_owned()))
 }
