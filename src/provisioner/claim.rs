@@ -1,7 +1,8 @@
 //! A claim as the provisioner reads it (a partial object, see
 //! [`crate::partial`]). The provisioner watches the claims of every
 //! StorageClass (a watch cannot select on the class), so its cache holds
-//! only identity, annotations and the request.
+//! only identity, annotations and the request; of a bound claim, only its
+//! identity (see [`ClaimRequest::forget_if_bound`]).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,38 @@ pub struct ClaimRequest {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: RequestSpec,
+    #[serde(default)]
+    pub status: ClaimPhase,
+}
+
+impl ClaimRequest {
+    /// A bound claim needs no provisioning: keep its identity only. (If
+    /// its volume goes, the claim turns `Lost`, and that update brings the
+    /// whole request back.) Most claims in a cluster are bound: this keeps
+    /// the provisioner's cache small.
+    pub fn forget_if_bound(&mut self) {
+        if self.status.phase.as_deref() != Some("Bound") {
+            return;
+        }
+        let meta = std::mem::take(&mut self.metadata);
+        self.metadata = ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            deletion_timestamp: meta.deletion_timestamp,
+            ..ObjectMeta::default()
+        };
+        self.spec = RequestSpec {
+            volume_name: self.spec.volume_name.take(),
+            ..RequestSpec::default()
+        };
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ClaimPhase {
+    pub phase: Option<String>,
 }
 core_v1_kind!(
     ClaimRequest,
@@ -62,5 +95,37 @@ mod tests {
         assert_eq!(claim.spec.storage_class_name.as_deref(), Some("sc"));
         assert_eq!(claim.spec.resources.requests["storage"].0, "1Gi");
         assert!(claim.spec.volume_name.is_none());
+    }
+
+    fn claim(phase: &str) -> ClaimRequest {
+        serde_json::from_value(json!({
+            "metadata": { "name": "c", "namespace": "ns", "uid": "u",
+                          "annotations": { "volume.kubernetes.io/selected-node": "n1" } },
+            "spec": { "storageClassName": "sc", "volumeName": "pv",
+                      "resources": { "requests": { "storage": "1Gi" } } },
+            "status": { "phase": phase },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bound_claim_keeps_only_its_identity() {
+        let mut bound = claim("Bound");
+        bound.forget_if_bound();
+        assert_eq!(bound.metadata.name.as_deref(), Some("c"));
+        assert_eq!(bound.metadata.namespace.as_deref(), Some("ns"));
+        assert!(bound.metadata.annotations.is_none());
+        assert!(bound.spec.resources.requests.is_empty());
+        assert_eq!(bound.spec.volume_name.as_deref(), Some("pv"));
+    }
+
+    #[test]
+    fn a_pending_or_lost_claim_keeps_its_request() {
+        for phase in ["Pending", "Lost"] {
+            let mut unbound = claim(phase);
+            unbound.forget_if_bound();
+            assert!(unbound.metadata.annotations.is_some(), "{phase}");
+            assert_eq!(unbound.spec.resources.requests["storage"].0, "1Gi");
+        }
     }
 }

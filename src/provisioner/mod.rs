@@ -65,8 +65,10 @@ pub async fn run(provisioner: Arc<Provisioner>) {
         .await;
 }
 
-/// Keeps the annotations and labels provisioning reads or copies.
+/// Keeps the annotations and labels provisioning reads or copies (of a
+/// bound claim, nothing).
 fn slim_claim(claim: &mut ClaimRequest) {
+    claim.forget_if_bound();
     slim_metadata(&mut claim.metadata, |key| {
         [
             STORAGE_PROVISIONER,
