@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-
 use super::observe::ClusterObjects;
 
 /// How long an unmet expectation holds planning back.
