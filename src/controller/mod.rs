@@ -8,6 +8,7 @@ mod by_app;
 mod cache;
 pub mod cached;
 pub mod entries;
+mod events;
 mod expectations;
 mod nodes;
 pub mod observe;
@@ -29,7 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -37,6 +38,7 @@ use uuid::Uuid;
 
 use self::apply::Applier;
 pub use self::cache::{Caches, Feeds};
+use self::events::Events;
 use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
@@ -53,7 +55,7 @@ use crate::{Error, Result};
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    events: Events,
     pub metrics: Arc<ControllerMetrics>,
     /// StorageClass of the claims the controller creates.
     pub storage_class: String,
@@ -78,7 +80,7 @@ impl Context {
         };
         let (caches, feeds) = cache::start(&client);
         let context = Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), reporter),
             metrics,
             client,
             storage_class,
@@ -94,7 +96,17 @@ impl Context {
 /// Runs the controller until the process is stopped.
 pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
     let config = controller::Config::default().concurrency(ctx.max_concurrent_reconciles);
-    Controller::for_stream(feeds.apps, ctx.caches.apps())
+    let renew_events = {
+        let ctx = ctx.clone();
+        async move {
+            let mut every = tokio::time::interval(events::NORMAL_FOLD_WINDOW);
+            loop {
+                every.tick().await;
+                ctx.events.renew();
+            }
+        }
+    };
+    let controller = Controller::for_stream(feeds.apps, ctx.caches.apps())
         .with_config(config)
         .owns_stream(feeds.pods)
         .watches_stream(feeds.claims, |claim| {
@@ -115,8 +127,11 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = controller => {}
+        _ = renew_events => {}
+    }
 }
 
 fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Requeue {
@@ -548,7 +563,7 @@ async fn emit(ctx: &Context, app: &StatefulApp, type_: EventType, reason: &str, 
         action: reason.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &app.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not publish event");
     }
 }
