@@ -9,7 +9,7 @@
 //! [`super::expectations`] for how planning waits for it.
 
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -124,13 +124,13 @@ fn volume_entry(pv: &CachedVolume) -> Option<(AppKey, VolumeEntry)> {
 }
 
 /// The app of a pod or claim: its label, in the object's namespace.
-fn in_its_namespace<K: Resource>(object: &K) -> Option<AppKey> {
+pub(super) fn in_its_namespace<K: Resource>(object: &K) -> Option<AppKey> {
     let app = object.labels().get(LABEL_APP)?;
     Some((object.namespace()?, app.clone()))
 }
 
 /// The app of a volume (cluster-scoped): its labels name app and namespace.
-fn in_labelled_namespace<K: Resource>(object: &K) -> Option<AppKey> {
+pub(super) fn in_labelled_namespace<K: Resource>(object: &K) -> Option<AppKey> {
     let labels = object.labels();
     Some((
         labels.get(LABEL_NAMESPACE)?.clone(),
@@ -174,9 +174,4 @@ impl Caches {
             nodes: self.nodes.snapshot(),
         })
     }
-}
-
-/// Whether `store` has received its first full list (never waits).
-pub(super) fn filled<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
-    store.wait_until_ready().now_or_never().is_some()
 }

@@ -48,8 +48,8 @@ use crate::api::{InstanceState, StatefulApp};
 use crate::finalizer;
 use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
-    ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_APP,
-    LABEL_INSTANCE, LABEL_NAMESPACE, patch_params,
+    ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId,
+    LABEL_INSTANCE, patch_params,
 };
 use crate::{Error, Result};
 
@@ -110,13 +110,10 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
         .with_config(config)
         .owns_stream(feeds.pods)
         .watches_stream(feeds.claims, |claim| {
-            let app = claim.labels().get(LABEL_APP)?;
-            Some(ObjectRef::new(app).within(&claim.namespace()?))
+            app_ref(cache::in_its_namespace(&claim)?)
         })
         .watches_stream(feeds.volumes, |pv| {
-            let app = pv.labels().get(LABEL_APP)?;
-            let ns = pv.labels().get(LABEL_NAMESPACE)?;
-            Some(ObjectRef::new(app).within(ns))
+            app_ref(cache::in_labelled_namespace(&pv)?)
         })
         // A node turning NotReady (or Ready again) concerns every app that
         // may have instances there; heartbeats that change nothing do not.
@@ -132,6 +129,11 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
         _ = controller => {}
         _ = renew_events => {}
     }
+}
+
+/// The app a claim or volume belongs to, as its caches file it.
+fn app_ref((ns, name): by_app::AppKey) -> Option<ObjectRef<StatefulApp>> {
+    Some(ObjectRef::new(&name).within(&ns))
 }
 
 fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Requeue {

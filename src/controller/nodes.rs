@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{self, Store};
@@ -24,7 +24,9 @@ pub struct NodeStore(Store<Node>);
 impl NodeStore {
     /// Whether the first full list has arrived.
     pub fn ready(&self) -> bool {
-        super::cache::filled(&self.0)
+        // The store is ready once its first full list has arrived; never
+        // waits (see `Caches::ready`).
+        self.0.wait_until_ready().now_or_never().is_some()
     }
 
     /// Every known node.
