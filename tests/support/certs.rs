@@ -1,7 +1,9 @@
 //! Certificates and keys for the test control plane: a CA, the API server's
-//! serving certificate, an admin client certificate (group `system:masters`)
-//! and the service-account signing key.
+//! serving certificate, an admin client certificate (group `system:masters`),
+//! the service-account signing key, and client certificates issued later
+//! (a real node's kubelet joins as `system:node:<name>`).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -20,6 +22,21 @@ pub struct Certs {
     pub service_account_key: PathBuf,
     /// Verifies service-account tokens.
     pub service_account_pub: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Certs {
+    /// A client certificate and key (PEM) for `common_name` in `organization`.
+    pub fn issue_client(&self, common_name: &str, organization: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("client key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(common_name, Some(organization));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("client certificate");
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 fn distinguished_name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
@@ -31,7 +48,9 @@ fn distinguished_name(common_name: &str, organization: Option<&str>) -> Distingu
     dn
 }
 
-pub fn generate(dir: &Path) -> Certs {
+/// `serving_ips`: addresses the API server is reached at besides loopback
+/// and the `kubernetes` Service IP (a real node's bridge address).
+pub fn generate(dir: &Path, serving_ips: &[IpAddr]) -> Certs {
     let write = |name: &str, content: &str| {
         let path = dir.join(name);
         std::fs::write(&path, content).expect("write certificate file");
@@ -64,6 +83,9 @@ pub fn generate(dir: &Path) -> Certs {
     serving
         .subject_alt_names
         .push(SanType::IpAddress([10, 0, 0, 1].into()));
+    for ip in serving_ips {
+        serving.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
     serving.distinguished_name = distinguished_name("kube-apiserver", None);
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving
@@ -89,5 +111,6 @@ pub fn generate(dir: &Path) -> Certs {
         admin_key_pem: admin_key.serialize_pem(),
         service_account_key: write("sa.key", &sa_key.serialize_pem()),
         service_account_pub: write("sa.pub", &sa_key.public_key_pem()),
+        issuer,
     }
 }

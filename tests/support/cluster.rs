@@ -1,6 +1,8 @@
 //! A real Kubernetes control plane on loopback, shared by all tests of one
-//! test binary: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
-//! and kwok (simulated nodes). Each test works in its own namespace.
+//! test binary: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+//! kwok (simulated nodes) and, for the binaries that ask for them, real nodes
+//! (kubelet + containerd, see `real_node`). Each test works in its own
+//! namespace.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -13,7 +15,10 @@ use kube::{Client, Config};
 use serde_json::json;
 
 use super::certs;
+use super::images::{self, Images};
+use super::network::TestNetwork;
 use super::process::{Process, free_ports};
+use super::real_node::{JoinSpec, RealNode};
 use super::wait::wait_until;
 
 /// Annotation kwok uses to pick the nodes it simulates.
@@ -25,6 +30,17 @@ pub const NODE_MONITOR_GRACE: Duration = Duration::from_secs(20);
 /// Number of simulated nodes the shared plane starts with, unless
 /// `STATEFULAPP_TESTCLUSTER_NODES` says otherwise (benchmarks use 50).
 const DEFAULT_NODES: usize = 3;
+
+/// Number of real nodes of a plane that has them, unless
+/// `STATEFULAPP_REAL_NODES` says otherwise.
+const DEFAULT_REAL_NODES: usize = 2;
+
+/// What a plane is made of.
+#[derive(Clone, Copy)]
+pub struct Layout {
+    pub kwok_nodes: usize,
+    pub real_nodes: usize,
+}
 
 /// With `STATEFULAPP_TESTCLUSTER_AUDIT=1` the API server writes an audit log
 /// (JSON lines, metadata level) to `<dir>/audit.log`, used to count requests.
@@ -41,7 +57,14 @@ pub struct TestCluster {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub bin_dir: PathBuf,
+    /// The simulated (kwok) nodes.
     pub nodes: Vec<String>,
+    /// The real nodes (kubelet + containerd), if the plane has any.
+    pub real_nodes: Vec<RealNode>,
+    /// Their network, with the API server on its bridge.
+    pub network: Option<TestNetwork>,
+    /// Images every real node has (built here, imported, never pulled).
+    pub images: Option<Images>,
     /// Wall time from the first process start to all nodes Ready.
     pub startup: Duration,
     processes: Mutex<Vec<Process>>,
@@ -51,14 +74,40 @@ impl TestCluster {
     /// The control plane of this test binary, started on first use.
     pub fn shared() -> &'static TestCluster {
         static SHARED: OnceLock<Result<TestCluster, String>> = OnceLock::new();
-        let result = SHARED.get_or_init(|| {
+        Self::shared_with(
+            &SHARED,
+            Layout {
+                kwok_nodes: node_count(),
+                real_nodes: 0,
+            },
+        )
+    }
+
+    /// The control plane of this test binary with real nodes (and no kwok
+    /// node, so that every pod runs for real), started on first use.
+    pub fn shared_real() -> &'static TestCluster {
+        static SHARED: OnceLock<Result<TestCluster, String>> = OnceLock::new();
+        Self::shared_with(
+            &SHARED,
+            Layout {
+                kwok_nodes: 0,
+                real_nodes: real_node_count(),
+            },
+        )
+    }
+
+    fn shared_with(
+        slot: &'static OnceLock<Result<TestCluster, String>>,
+        layout: Layout,
+    ) -> &'static TestCluster {
+        let result = slot.get_or_init(|| {
             // Start-up is async but callers are inside a runtime: use a thread.
-            std::thread::spawn(|| {
+            std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("tokio runtime")
-                    .block_on(TestCluster::start(node_count()))
+                    .block_on(TestCluster::start(layout))
             })
             .join()
             .unwrap_or_else(|_| Err("control plane start-up panicked".to_string()))
@@ -69,24 +118,40 @@ impl TestCluster {
         }
     }
 
-    async fn start(node_count: usize) -> Result<TestCluster, String> {
+    async fn start(layout: Layout) -> Result<TestCluster, String> {
         let bin_dir = std::panic::catch_unwind(tools_dir)
             .map_err(|_| "building the control plane failed".to_string())?;
         let dir = test_dir();
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-        let certs = certs::generate(&dir);
+        // Images first: building one is slow the first time, and the plane
+        // should not sit idle meanwhile.
+        let images = (layout.real_nodes > 0)
+            .then(|| std::panic::catch_unwind(images::build))
+            .transpose()
+            .map_err(|_| "building the images failed".to_string())?;
+        // Real nodes reach the API server on their bridge; otherwise it
+        // listens on loopback only.
+        let network = (layout.real_nodes > 0).then(TestNetwork::create);
+        let address = network
+            .as_ref()
+            .map(|n| std::net::IpAddr::V4(n.host_address()))
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let certs = certs::generate(&dir, &[address]);
         let started = Instant::now();
 
         let ports = free_ports(4);
         let (etcd_client, etcd_peer, apiserver, kwok) = (ports[0], ports[1], ports[2], ports[3]);
-        let kubeconfig = write_kubeconfig(&dir, &certs, apiserver);
+        let kubeconfig = write_kubeconfig(&dir, &certs, address, apiserver);
 
         let mut cluster = TestCluster {
             dir: dir.clone(),
             kubeconfig,
             bin_dir,
             nodes: Vec::new(),
+            real_nodes: Vec::new(),
+            network,
+            images,
             startup: Duration::ZERO,
             processes: Mutex::new(Vec::new()),
         };
@@ -110,8 +175,10 @@ impl TestCluster {
             "kube-apiserver",
             &[
                 format!("--etcd-servers={etcd_url}"),
-                "--advertise-address=127.0.0.1".into(),
-                "--bind-address=127.0.0.1".into(),
+                format!("--advertise-address={address}"),
+                format!("--bind-address={address}"),
+                // Real nodes are reached at the address they registered.
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 format!("--secure-port={apiserver}"),
                 format!("--tls-cert-file={}", certs.serving_cert.display()),
                 format!("--tls-private-key-file={}", certs.serving_key.display()),
@@ -126,7 +193,8 @@ impl TestCluster {
                 ),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--authorization-mode=RBAC".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
                 // Room for benchmarks that create thousands of objects at once.
@@ -198,7 +266,7 @@ impl TestCluster {
             })
             .await?;
 
-        for i in 0..node_count {
+        for i in 0..layout.kwok_nodes {
             let name = format!("kwok-node-{i}");
             add_node(&client, &name, NodeCapacity::default())
                 .await
@@ -214,13 +282,57 @@ impl TestCluster {
                 })
                 .await?;
         }
+        cluster
+            .start_real_nodes(&client, layout.real_nodes, &certs, apiserver)
+            .await;
         cluster.startup = started.elapsed();
         eprintln!(
-            "testcluster: control plane with {node_count} nodes ready in {:.1}s ({})",
+            "testcluster: control plane with {} kwok and {} real nodes ready in {:.1}s ({})",
+            layout.kwok_nodes,
+            layout.real_nodes,
             cluster.startup.as_secs_f64(),
             dir.display()
         );
         Ok(cluster)
+    }
+
+    async fn start_real_nodes(
+        &mut self,
+        client: &Client,
+        count: usize,
+        certs: &certs::Certs,
+        apiserver_port: u16,
+    ) {
+        let Some(network) = &self.network else {
+            return;
+        };
+        let join = JoinSpec {
+            api_server: std::net::SocketAddr::from((network.host_address(), apiserver_port)),
+            ca_cert: certs.ca_cert.clone(),
+            bin_dir: self.bin_dir.clone(),
+            logs: self.dir.join("logs"),
+            images: self
+                .images
+                .as_ref()
+                .map(|i| i.archives())
+                .unwrap_or_default(),
+        };
+        for index in 0..count {
+            let name = format!("real-node-{index}");
+            let credentials = certs.issue_client(&format!("system:node:{name}"), "system:nodes");
+            let dir = self.dir.join("nodes").join(&name);
+            let node = RealNode::start(
+                client,
+                network,
+                &name,
+                index,
+                dir,
+                credentials,
+                join.clone(),
+            )
+            .await;
+            self.real_nodes.push(node);
+        }
     }
 
     fn kwok_args(&self, port: u16, selection: String) -> Vec<String> {
@@ -415,6 +527,13 @@ impl TestCluster {
     }
 }
 
+fn real_node_count() -> usize {
+    std::env::var("STATEFULAPP_REAL_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_REAL_NODES)
+}
+
 fn node_count() -> usize {
     std::env::var("STATEFULAPP_TESTCLUSTER_NODES")
         .ok()
@@ -540,7 +659,12 @@ fn test_dir() -> PathBuf {
     dir
 }
 
-fn write_kubeconfig(dir: &Path, certs: &certs::Certs, port: u16) -> PathBuf {
+fn write_kubeconfig(
+    dir: &Path,
+    certs: &certs::Certs,
+    address: std::net::IpAddr,
+    port: u16,
+) -> PathBuf {
     let cert = dir.join("admin.crt");
     let key = dir.join("admin.key");
     std::fs::write(&cert, &certs.admin_cert_pem).expect("write admin cert");
@@ -551,7 +675,7 @@ kind: Config
 clusters:
 - name: testcluster
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{address}:{port}
     certificate-authority: {ca}
 users:
 - name: admin

@@ -13,6 +13,17 @@ use super::wait::wait_until;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Where a timed-out wait finds the operator's recent log lines.
+pub trait OperatorLogs {
+    fn log_tail(&self) -> String;
+}
+
+impl OperatorLogs for Operator {
+    fn log_tail(&self) -> String {
+        self.controller_log_tail()
+    }
+}
+
 /// The tutorial's `postgres.marathon.json`, as a StatefulApp.
 pub fn postgres(instances: i32) -> Value {
     json!({
@@ -54,7 +65,7 @@ pub async fn wait_for_status(
     client: &Client,
     ns: &str,
     name: &str,
-    operator: &Operator,
+    operator: &impl OperatorLogs,
     what: &str,
     accept: impl Fn(&StatefulAppStatus) -> bool,
 ) -> StatefulAppStatus {
@@ -67,7 +78,7 @@ pub async fn wait_for_status_within(
     client: &Client,
     ns: &str,
     name: &str,
-    operator: &Operator,
+    operator: &impl OperatorLogs,
     what: &str,
     accept: impl Fn(&StatefulAppStatus) -> bool,
 ) -> StatefulAppStatus {
@@ -87,7 +98,7 @@ pub async fn wait_for_status_within(
             panic!(
                 "timed out waiting for {what}\nlast status: {}\n{}",
                 serde_json::to_string_pretty(&last).unwrap(),
-                operator.controller_log_tail()
+                operator.log_tail()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -108,4 +119,43 @@ pub async fn wait_for_dir(path: &std::path::Path) {
         path.is_dir().then_some(())
     })
     .await;
+}
+
+/// What the journal app's container runs: on every start it appends a line
+/// (time, pod, `VERSION`) to `/data/journal` in its volume and prints the
+/// whole journal, so its log shows what it found; then it idles until
+/// stopped.
+const JOURNAL_SCRIPT: &str = r#"echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $POD_NAME $VERSION" >> /data/journal
+echo "journal of this volume:"
+cat /data/journal
+trap 'exit 0' TERM
+while true; do sleep 1; done"#;
+
+/// A StatefulApp `journal` of the busybox test image, run on real nodes:
+/// its container keeps a journal of its own starts in its volume (`/data`).
+pub fn journal(image: &str, instances: i32, version: &str) -> Value {
+    json!({
+        "apiVersion": "statefulapp.io/v1alpha1",
+        "kind": "StatefulApp",
+        "metadata": { "name": "journal" },
+        "spec": {
+            "instances": instances,
+            "upgradeStrategy": { "minimumHealthCapacity": 0 },
+            "template": { "spec": {
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{
+                    "name": "app",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", JOURNAL_SCRIPT],
+                    "env": [
+                        { "name": "VERSION", "value": version },
+                        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                    ],
+                    "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } },
+                }],
+            }},
+            "volumes": [{ "name": "data", "size": "64Mi", "mountPath": "/data" }],
+        },
+    })
 }

@@ -4,12 +4,17 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod certs;
+pub mod chart;
 pub mod cluster;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod http;
+pub mod images;
+pub mod janitor;
+pub mod network;
 pub mod operator;
 pub mod process;
+pub mod real_node;
 pub mod tutorial;
 pub mod wait;
 

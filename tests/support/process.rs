@@ -53,15 +53,24 @@ impl Process {
         env: &[(&str, &Path)],
         log_dir: &Path,
     ) -> Process {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())));
+        Process::start_command(name, cmd, log_dir)
+    }
+
+    /// Starts a prepared command (program, arguments, environment), its
+    /// output to `<log_dir>/<name>.log`.
+    pub fn start_command(name: &str, mut cmd: Command, log_dir: &Path) -> Process {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        let program = PathBuf::from(cmd.get_program());
+        let args = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -80,8 +89,8 @@ impl Process {
         Process {
             name: name.to_string(),
             log,
-            program: program.to_path_buf(),
-            args: args.to_vec(),
+            program,
+            args,
             child,
         }
     }
