@@ -219,12 +219,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating base dir {}", args.base_dir.display()))?;
     health.set_ready(true);
     tracing::info!(node = %args.node, base_dir = %args.base_dir.display(), "node agent started");
-    let agent = Arc::new(agent::Agent {
-        client,
-        node: args.node,
-        base_dir: args.base_dir,
-        metrics,
-    });
+    let agent = Arc::new(agent::Agent::new(client, args.node, args.base_dir, metrics));
     tokio::select! {
         _ = agent::run(agent) => Ok(()),
         served = server => Ok(served??),

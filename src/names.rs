@@ -37,6 +37,15 @@ pub const ANNOTATION_ORPHAN_MARK: &str = "statefulapp.io/orphaned";
 
 /// User annotation on a StatefulApp: instance ids to wipe (comma separated).
 pub const ANNOTATION_WIPE: &str = "statefulapp.io/wipe";
+/// Set on a volume by its node's agent while the volume's data directory
+/// is missing on the node (a data disk not mounted, a base dir changed):
+/// which node and path. The agent never creates an empty directory in its
+/// place; the instance waits.
+pub const ANNOTATION_DATA_MISSING: &str = "statefulapp.io/data-missing";
+/// Set on a volume by its node's agent once it made the volume's data
+/// directory (value: the node): from then on a missing directory is data
+/// that is not there, never a directory still to make.
+pub const ANNOTATION_DIRECTORY_MADE: &str = "statefulapp.io/directory-made";
 /// User annotation on a StatefulApp: `"true"` destroys all data on deletion.
 pub const ANNOTATION_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 

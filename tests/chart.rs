@@ -143,7 +143,10 @@ fn rbac_grants_exactly_what_the_code_uses() {
     );
     assert_eq!(
         granted["statefulapp-operator-agent"],
-        expect(&[("/persistentvolumes", &["list", "watch", "patch"])])
+        expect(&[
+            ("/persistentvolumes", &["list", "watch", "patch"]),
+            ("events.k8s.io/events", &["create", "patch"]),
+        ])
     );
 }
 

@@ -3,42 +3,126 @@
 //! directory only when its volume carries the operator's wipe mark (I1). A
 //! volume object deleted without the mark keeps its finalizer and its data:
 //! it goes on serving its instance until that instance is wiped.
+//!
+//! A directory is made once, when its volume is new. If it is missing later
+//! (a data disk not mounted, see [`disk`]), the agent never makes an empty
+//! one in its place: it marks the volume `statefulapp.io/data-missing` with
+//! the node and path, publishes a Warning Event, and the instance waits (the
+//! kubelet cannot mount a path that is not there).
 
+mod disk;
 mod paths;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
 
+pub use self::disk::{Disk, MARKER as DISK_MARKER};
 pub use self::paths::data_dir;
 use crate::finalizer;
 use crate::metrics::AgentMetrics;
-use crate::names::{ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE};
+use crate::names::{
+    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_WIPE_MARK, FINALIZER_AGENT,
+    LABEL_NODE, patch_params,
+};
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
+
+/// How often a volume whose data is missing, and a base dir that is not the
+/// data disk, are looked at again (a disk may be mounted any time).
+const RECHECK: Duration = Duration::from_secs(5);
 
 pub struct Agent {
     pub client: Client,
     pub node: String,
     pub base_dir: PathBuf,
     pub metrics: AgentMetrics,
+    disk: RwLock<Disk>,
+    recorder: Recorder,
 }
 
-/// Runs the agent: the volume reconciler and the orphan scan.
+impl Agent {
+    /// An agent for `node`; it takes the base dir as its data disk only
+    /// after [`run`] checked it.
+    pub fn new(client: Client, node: String, base_dir: PathBuf, metrics: AgentMetrics) -> Agent {
+        let reporter = Reporter {
+            controller: "statefulapp-agent".into(),
+            instance: Some(node.clone()),
+        };
+        Agent {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            node,
+            base_dir,
+            metrics,
+            disk: RwLock::new(Disk::NotMounted),
+        }
+    }
+
+    fn disk(&self) -> Disk {
+        *self.disk.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs the agent: the base dir check, the volume reconciler and the
+/// orphan scan.
 pub async fn run(agent: Arc<Agent>) {
-    // The scan never ends; the watch ends on SIGTERM, and so does the agent.
+    // Decide about the base dir before the first volume is looked at.
+    if let Ok(disk) = check_disk(&agent).await {
+        *agent.disk.write().unwrap_or_else(PoisonError::into_inner) = disk;
+    }
+    // The checks never end; the watch ends on SIGTERM, and so does the agent.
     tokio::select! {
         _ = watch_volumes(agent.clone()) => {}
+        _ = watch_disk(agent.clone()) => {}
         _ = scan_for_orphans(agent) => {}
     }
+}
+
+/// Checks the base dir until it is the data disk, then keeps it so.
+async fn watch_disk(agent: Arc<Agent>) {
+    let mut reported = false;
+    loop {
+        if agent.disk() == Disk::NotMounted {
+            match check_disk(&agent).await {
+                Ok(Disk::Ours) => {
+                    tracing::info!(base_dir = %agent.base_dir.display(), "base dir is this node's data disk");
+                    *agent.disk.write().unwrap_or_else(PoisonError::into_inner) = Disk::Ours;
+                }
+                Ok(Disk::NotMounted) if !reported => {
+                    reported = true;
+                    tracing::warn!(base_dir = %agent.base_dir.display(),
+                        "base dir is not this node's data disk: no {} and none of the node's volume directories; is the disk mounted? Nothing is created there until it is", DISK_MARKER);
+                }
+                Ok(Disk::NotMounted) => {}
+                Err(error) => tracing::warn!(%error, "checking the base dir failed"),
+            }
+        }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
+async fn check_disk(agent: &Agent) -> Result<Disk> {
+    let selector = ListParams::default().labels(&format!("{LABEL_NODE}={}", agent.node));
+    let volumes = volumes(agent).list(&selector).await?;
+    let made: Vec<PathBuf> = volumes
+        .items
+        .iter()
+        .filter(|pv| pv.annotations().contains_key(ANNOTATION_DIRECTORY_MADE))
+        .filter_map(|pv| pv.annotations().get(ANNOTATION_DIRECTORY))
+        .filter_map(|relative| data_dir(&agent.base_dir, relative).ok())
+        .collect();
+    disk::check(&agent.base_dir, &agent.node, &made)
 }
 
 async fn watch_volumes(agent: Arc<Agent>) {
@@ -63,14 +147,7 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
     let dir = data_dir(&agent.base_dir, relative)?;
     let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
     if pv.metadata.deletion_timestamp.is_none() {
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        if !has_finalizer {
-            finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, true).await?;
-        }
-        return Ok(Requeue::await_change());
+        return keep_directory(&pv, &agent, &dir).await;
     }
     if !has_finalizer {
         return Ok(Requeue::await_change());
@@ -92,6 +169,104 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
     }
     finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, false).await?;
     Ok(Requeue::await_change())
+}
+
+/// A live volume: its directory exists, or is made now if the volume is
+/// new (`statefulapp.io/directory-made` records that it was made), or is
+/// reported missing.
+async fn keep_directory(
+    pv: &PersistentVolume,
+    agent: &Agent,
+    dir: &std::path::Path,
+) -> Result<Requeue> {
+    let made_before = pv.annotations().contains_key(ANNOTATION_DIRECTORY_MADE);
+    if dir.is_dir() {
+        let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
+        if pv.annotations().contains_key(ANNOTATION_DATA_MISSING) {
+            tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "data directory is back");
+        }
+        if !made_before || !has_finalizer || pv.annotations().contains_key(ANNOTATION_DATA_MISSING)
+        {
+            mark_made(agent, pv).await?;
+        }
+        return Ok(Requeue::await_change());
+    }
+    let disk = agent.disk();
+    if !made_before && disk == Disk::Ours {
+        let io = |source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        mark_made(agent, pv).await?;
+        return Ok(Requeue::await_change());
+    }
+    let report = match disk {
+        Disk::NotMounted => format!(
+            "node {}: {} is missing: the base dir {} is not the node's data disk (no {DISK_MARKER}; is the disk mounted?)",
+            agent.node,
+            dir.display(),
+            agent.base_dir.display()
+        ),
+        Disk::Ours => format!(
+            "node {}: data directory {} is missing (is the data disk mounted?); an empty one is never made in its place",
+            agent.node,
+            dir.display()
+        ),
+    };
+    if pv.annotations().get(ANNOTATION_DATA_MISSING) != Some(&report) {
+        tracing::warn!(volume = %pv.name_any(), "{report}");
+        set_data_missing(agent, pv, Some(&report)).await?;
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "DataMissing".into(),
+            note: Some(report),
+            action: "CheckData".into(),
+            secondary: None,
+        };
+        if let Err(error) = agent.recorder.publish(&event, &pv.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish event");
+        }
+    }
+    Ok(Requeue::requeue(RECHECK))
+}
+
+/// Records on the volume that its directory exists on the node: the
+/// agent's finalizer, `directory-made`, and no `data-missing`. One patch,
+/// which fails on a conflict instead of dropping someone's finalizer.
+async fn mark_made(agent: &Agent, pv: &PersistentVolume) -> Result<()> {
+    let mut finalizers = pv.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER_AGENT) {
+        finalizers.push(FINALIZER_AGENT.to_string());
+    }
+    let patch = json!({ "metadata": {
+        "resourceVersion": pv.resource_version(),
+        "finalizers": finalizers,
+        "annotations": { ANNOTATION_DIRECTORY_MADE: agent.node, ANNOTATION_DATA_MISSING: null },
+    }});
+    volumes(agent)
+        .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn set_data_missing(
+    agent: &Agent,
+    pv: &PersistentVolume,
+    report: Option<&str>,
+) -> Result<()> {
+    let patch = json!({ "metadata": { "annotations": { ANNOTATION_DATA_MISSING: report } } });
+    volumes(agent)
+        .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 fn volumes(agent: &Agent) -> Api<PersistentVolume> {

@@ -42,7 +42,7 @@ use self::events::Events;
 use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
-use self::status::{StatusInput, compute_status};
+use self::status::{StatusInput, compute_status, data_missing};
 use self::wipe_request::{check_known, parse_wipe_annotation};
 use crate::api::{InstanceState, StatefulApp};
 use crate::finalizer;
@@ -293,6 +293,9 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
             ))
             .await;
         }
+    }
+    for message in data_missing(&observed) {
+        warn(&ctx, &app, "DataMissing", &message).await;
     }
     if !wipe.rejected.is_empty() {
         // Every reconcile that sees it says it again: the recorder folds

@@ -17,8 +17,9 @@ use super::observed::{
 use super::wipe_request::WipeRequest;
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_ORPHAN_MARK, ANNOTATION_SELECTED_NODE, ANNOTATION_TEMPLATE_HASH,
-    ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
+    ANNOTATION_DATA_MISSING, ANNOTATION_ORPHAN_MARK, ANNOTATION_SELECTED_NODE,
+    ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE,
+    LABEL_NODE, LABEL_VOLUME,
 };
 
 pub struct ClusterObjects {
@@ -143,6 +144,10 @@ pub fn observe(
             wipe_marked: pv.meta.has_annotation(ANNOTATION_WIPE_MARK),
             orphan_marked: orphaned,
             deleting: pv.meta.deleting,
+            data_missing: pv
+                .meta
+                .annotation(ANNOTATION_DATA_MISSING)
+                .map(str::to_string),
         };
         // Volumes of a replaced instance stay out of the instance list (they
         // must not bring it back) unless a wipe names that instance.

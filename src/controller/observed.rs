@@ -92,6 +92,8 @@ pub struct VolumeView {
     pub wipe_marked: bool,
     pub orphan_marked: bool,
     pub deleting: bool,
+    /// The node agent's report that the data directory is missing.
+    pub data_missing: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

@@ -82,8 +82,11 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
         progress_reason,
         &progress_message,
     ));
+    let missing = data_missing(observed);
     let (degraded, degraded_reason, degraded_message) = if !input.input_errors.is_empty() {
         (true, "InvalidWipeRequest", input.input_errors.join("; "))
+    } else if !missing.is_empty() {
+        (true, "DataMissing", missing.join("; "))
     } else if unreachable > 0 {
         (
             true,
@@ -115,6 +118,23 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
         wiped_instances: Vec::new(),
         conditions,
     }
+}
+
+/// One message per instance whose node agent reports a volume's data
+/// directory missing: the instance waits instead of starting on empty data.
+pub fn data_missing(observed: &Observed) -> Vec<String> {
+    observed
+        .instances
+        .values()
+        .flat_map(|i| {
+            let id = InstanceId::new(&observed.app.name, i.uuid);
+            i.volumes.values().filter_map(move |v| {
+                v.data_missing
+                    .as_ref()
+                    .map(|report| format!("instance {id} does not start: {report}"))
+            })
+        })
+        .collect()
 }
 
 fn orphaned_volumes(input: &StatusInput) -> Vec<VolumeStatus> {
