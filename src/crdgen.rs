@@ -2,7 +2,7 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api::StatefulApp;
 
@@ -15,14 +15,18 @@ use crate::api::StatefulApp;
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = serde_json::to_value(StatefulApp::crd()).expect("CRD serializes");
     for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        let template = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-            ["template"];
-        strip_descriptions(template);
+        let properties = &mut version["schema"]["openAPIV3Schema"]["properties"];
+        strip_descriptions(&mut properties["spec"]["properties"]["template"]);
+        // An app the controller has not seen yet reads as `observedGeneration:
+        // 0`, behind its generation: kstatus (Flux) and Argo CD's health
+        // check then report it in progress, not current, until the
+        // controller writes its status.
+        properties["status"]["default"] = json!({ "observedGeneration": 0 });
     }
     serde_json::from_value(crd).expect("CRD deserializes")
 }
 
-/// The CRD as the YAML document kept in `crds/` and the Helm chart.
+/// The CRD as the YAML document kept in `crds/` and the Helm chart's `files/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&crd())
 }

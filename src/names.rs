@@ -42,6 +42,14 @@ pub const ANNOTATION_WIPE: &str = "statefulapp.io/wipe";
 /// which node and path. The agent never creates an empty directory in its
 /// place; the instance waits.
 pub const ANNOTATION_DATA_MISSING: &str = "statefulapp.io/data-missing";
+/// The uid of the namespace a claim and its volume were made in. A volume
+/// is adopted again only in that same namespace object: a namespace of the
+/// same name made later is another tenant's.
+pub const ANNOTATION_NAMESPACE_UID: &str = "statefulapp.io/namespace-uid";
+/// Set by a user on a StatefulApp to adopt the volumes of the app's name
+/// that were made in an earlier namespace of the same name (its uid, as the
+/// `ForeignVolumes` Event gives it): an explicit act, never automatic.
+pub const ANNOTATION_ADOPT_NAMESPACE_UID: &str = "statefulapp.io/adopt-namespace-uid";
 /// Set on a volume by its node's agent once it made the volume's data
 /// directory (value: the node): from then on a missing directory is data
 /// that is not there, never a directory still to make.

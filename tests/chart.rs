@@ -68,12 +68,61 @@ fn chart_passes_helm_lint() {
 #[test]
 fn chart_ships_the_generated_crd() {
     let in_chart =
-        std::fs::read_to_string(format!("{CHART}/crds/statefulapp.io_statefulapps.yaml")).unwrap();
+        std::fs::read_to_string(format!("{CHART}/files/statefulapp.io_statefulapps.yaml")).unwrap();
     let generated = statefulapp_operator::crdgen::crd_yaml().unwrap();
     assert!(
         in_chart == generated,
-        "the chart's CRD is stale: copy crds/statefulapp.io_statefulapps.yaml into charts/statefulapp-operator/crds/"
+        "the chart's CRD is stale: copy crds/statefulapp.io_statefulapps.yaml into charts/statefulapp-operator/files/"
     );
+}
+
+/// The CRD is a template (upgraded with the release; `crds/` would be
+/// installed once and never again), rendered as generated, and kept by
+/// `helm uninstall`. `tests/chart_upgrade.rs` does both on an API server.
+#[test]
+fn the_crd_is_rendered_as_generated_and_kept_on_uninstall() {
+    assert!(
+        !std::path::Path::new(&format!("{CHART}/crds")).exists(),
+        "a CRD in crds/ is never upgraded by Helm"
+    );
+    let objects = rendered();
+    let crds = objects_of_kind(&objects, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 1);
+    let mut crd = crds[0].clone();
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "helm uninstall must not delete the CRD, and with it every StatefulApp"
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    crd.as_mapping_mut().unwrap().remove("metadata");
+    let mut generated: Value =
+        serde_yaml::from_str(&statefulapp_operator::crdgen::crd_yaml().unwrap()).unwrap();
+    let name = generated["metadata"]["name"].clone();
+    generated.as_mapping_mut().unwrap().remove("metadata");
+    assert_eq!(crds[0]["metadata"]["name"], name);
+    // Helm's toYaml writes `1.0` as `1`: the same JSON number.
+    assert!(
+        numbers_as_floats(&crd) == numbers_as_floats(&generated),
+        "the rendered CRD differs from the generated one"
+    );
+}
+
+/// `value` as JSON, every number a float.
+fn numbers_as_floats(value: &Value) -> serde_json::Value {
+    fn convert(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Number(n) => serde_json::json!(n.as_f64()),
+            serde_json::Value::Array(items) => items.into_iter().map(convert).collect(),
+            serde_json::Value::Object(map) => {
+                map.into_iter().map(|(k, v)| (k, convert(v))).collect()
+            }
+            other => other,
+        }
+    }
+    convert(serde_json::to_value(value).expect("YAML as JSON"))
 }
 
 #[test]
@@ -134,6 +183,7 @@ fn rbac_grants_exactly_what_the_code_uses() {
                 &["get", "list", "watch", "create", "patch", "delete"]
             ),
             ("/nodes", &["list", "watch"]),
+            ("/namespaces", &["list", "watch"]),
             ("events.k8s.io/events", &["create", "patch"]),
         ])
     );

@@ -258,9 +258,16 @@ async fn the_chart_runs_the_controller_and_agents_as_locked_down_pods() {
     assert_eq!(field(&agent, "NoNewPrivs"), "1");
 }
 
-/// `/proc/<pid>/status` of the first process whose command line starts with `cmdline`.
+/// `/proc/<pid>/status` of the first process of this binary's real nodes
+/// whose command line starts with `cmdline`.
 fn process_status(cmdline: &str) -> String {
+    let ours = format!("/statefulapp-{}/", std::process::id());
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let in_our_nodes = std::fs::read_to_string(entry.path().join("cgroup"))
+            .is_ok_and(|cgroups| cgroups.contains(&ours));
+        if !in_our_nodes {
+            continue;
+        }
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
@@ -435,4 +442,316 @@ async fn a_non_root_container_writes_to_its_volume() {
         (1000, 2000),
         "written by uid 1000 with fsGroup 2000"
     );
+}
+
+#[tokio::test]
+async fn a_namespace_made_again_never_gets_the_old_tenants_data() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::events::v1::Event;
+    let cluster = TestCluster::shared_real();
+    let release = release().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "tenant").await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let old_uid = namespaces.get(&ns).await.unwrap().metadata.uid.unwrap();
+    create_app(&client, &ns, journal(testapp(), 1, "v1")).await;
+    let status = wait_for_status(&client, &ns, "journal", release, "ready", |s| {
+        s.running == 1 && s.ready == 1
+    })
+    .await;
+    let old = in_state(&status, InstanceState::Running)[0].clone();
+    journal_with(cluster, &ns, &old, 1).await;
+    let old_dir = data_dir(cluster, &ns, &old);
+
+    // The tenant goes, namespace and all; another comes with the same name.
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(WAIT, "namespace gone", || async {
+        namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    cluster.create_namespace(&client, &ns).await;
+    create_app(&client, &ns, journal(testapp(), 1, "v1")).await;
+    let status = wait_for_status(&client, &ns, "journal", release, "fresh instance", |s| {
+        s.running == 1 && s.ready == 1
+    })
+    .await;
+    let fresh = in_state(&status, InstanceState::Running)[0].clone();
+    assert_ne!(fresh.id, old.id, "the old tenant's instance is not adopted");
+    let journal = journal_with(cluster, &ns, &fresh, 1).await;
+    assert!(journal.contains(&pod_of(&fresh)), "{journal}");
+    assert!(
+        old_dir.join("journal").exists(),
+        "the old data is kept (I1)"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let note = wait_until(WAIT, "a ForeignVolumes Warning", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ForeignVolumes"))
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(note.contains(&old_uid), "{note}");
+
+    // Adopting them is an explicit act: the annotation naming the old uid.
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    let adopt = json!({
+        "metadata": { "annotations": { "statefulapp.io/adopt-namespace-uid": old_uid } },
+        "spec": { "instances": 2 },
+    });
+    apps.patch("journal", &PatchParams::default(), &Patch::Merge(&adopt))
+        .await
+        .unwrap();
+    let status = wait_for_status(&client, &ns, "journal", release, "adopted", |s| {
+        s.running == 2 && s.ready == 2
+    })
+    .await;
+    let adopted = running(&status, &old.id);
+    assert_eq!(adopted.node, old.node);
+    journal_with(cluster, &ns, &old, 2).await;
+    // Adopted for good: the volume now records this namespace.
+    let new_uid = namespaces.get(&ns).await.unwrap().metadata.uid.unwrap();
+    let pv_name = adopted.volumes[0].persistent_volume.clone().unwrap();
+    let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    wait_until(WAIT, "the adopted volume restamped", || async {
+        let pv = volumes.get(&pv_name).await.ok()?;
+        let made_in = pv
+            .metadata
+            .annotations?
+            .get("statefulapp.io/namespace-uid")
+            .cloned();
+        (made_in.as_deref() == Some(new_uid.as_str())).then_some(())
+    })
+    .await;
+    wait_until(WAIT, "an AdoptingVolumes Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("AdoptingVolumes"))
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// A client acting as the node agent of `node`: the agent's ServiceAccount
+/// token bound to its pod there, as the kubelet gives it to the pod.
+async fn agent_client(cluster: &TestCluster, node: &str) -> kube::Client {
+    let client = cluster.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let agents = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=agent"))
+        .await
+        .unwrap();
+    let pod = agents
+        .items
+        .iter()
+        .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .expect("an agent pod on the node");
+    let (ok, token, err) = kubectl(
+        cluster,
+        &[
+            "create",
+            "token",
+            "statefulapp-operator-agent",
+            "-n",
+            RELEASE_NAMESPACE,
+            "--bound-object-kind=Pod",
+            &format!(
+                "--bound-object-name={}",
+                pod.metadata.name.as_deref().unwrap()
+            ),
+        ],
+    );
+    assert!(ok, "{err}");
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.trim().to_string().into()),
+            ..Default::default()
+        });
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_node_agent_can_change_only_its_own_nodes_volumes_and_only_its_marks() {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let cluster = TestCluster::shared_real();
+    release().await;
+    let admin: Api<PersistentVolume> = Api::all(cluster.client().await);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let volume = |name: &str, node: &str, driver: &str| -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{name}-{suffix}"),
+                "labels": { "statefulapp.io/node": node },
+                "annotations": { "pv.kubernetes.io/provisioned-by": driver },
+            },
+            "spec": {
+                "capacity": { "storage": "1Mi" },
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "scope-test",
+                "hostPath": { "path": "/nonexistent" },
+            },
+        }))
+        .unwrap()
+    };
+    let own = volume("own", "real-node-0", "statefulapp.io/local");
+    let other_node = volume("other-node", "real-node-1", "statefulapp.io/local");
+    let other_driver = volume("other-driver", "real-node-0", "example.com/other");
+    for pv in [&own, &other_node, &other_driver] {
+        admin.create(&PostParams::default(), pv).await.unwrap();
+    }
+    let agent: Api<PersistentVolume> = Api::all(agent_client(cluster, "real-node-0").await);
+    let patch = |name: String, body: serde_json::Value| {
+        let agent = agent.clone();
+        async move {
+            agent
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+                .map(|_| ())
+        }
+    };
+    let add_finalizer = json!({ "metadata": {
+        "finalizers": ["kubernetes.io/pv-protection", "statefulapp.io/node-agent"],
+    }});
+    let denied = |result: Result<(), kube::Error>, why: &str| match result {
+        Err(kube::Error::Api(e)) => assert!(e.message.contains(why), "{}", e.message),
+        other => panic!("expected a denial ({why}), got {other:?}"),
+    };
+
+    denied(
+        patch(
+            other_node.metadata.name.clone().unwrap(),
+            add_finalizer.clone(),
+        )
+        .await,
+        "only the volumes of its own node",
+    );
+    denied(
+        patch(
+            other_driver.metadata.name.clone().unwrap(),
+            add_finalizer.clone(),
+        )
+        .await,
+        "only the volumes its provisioner made",
+    );
+    let own_name = own.metadata.name.clone().unwrap();
+    denied(
+        patch(
+            own_name.clone(),
+            json!({ "spec": { "claimRef": { "namespace": "victim", "name": "data" } } }),
+        )
+        .await,
+        "spec",
+    );
+    denied(
+        patch(
+            own_name.clone(),
+            json!({ "metadata": { "annotations": { "pv.kubernetes.io/provisioned-by": "x" } } }),
+        )
+        .await,
+        "only its own annotations",
+    );
+    // What the agent does do, on its own node's volume, is allowed.
+    patch(own_name.clone(), add_finalizer.clone())
+        .await
+        .unwrap();
+    patch(
+        own_name.clone(),
+        json!({ "metadata": { "annotations": { "statefulapp.io/directory-made": "real-node-0" } } }),
+    )
+    .await
+    .unwrap();
+    denied(
+        patch(
+            own_name.clone(),
+            json!({ "metadata": { "finalizers": [] } }),
+        )
+        .await,
+        "only its own finalizer",
+    );
+    for pv in [&own, &other_node, &other_driver] {
+        let name = pv.metadata.name.clone().unwrap();
+        admin
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+            )
+            .await
+            .unwrap();
+        admin.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_lookalike_pod_with_the_apps_labels_is_left_alone() {
+    use k8s_openapi::api::events::v1::Event;
+    let cluster = TestCluster::shared_real();
+    let release = release().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "lookalike").await;
+    create_app(&client, &ns, journal(testapp(), 1, "v1")).await;
+    let status = wait_for_status(&client, &ns, "journal", release, "ready", |s| {
+        s.running == 1 && s.ready == 1
+    })
+    .await;
+    let instance = in_state(&status, InstanceState::Running)[0].clone();
+    let uuid = instance.id.split_once('.').unwrap().1.to_string();
+    // Made by hand, with the app's and the instance's labels, owned by no app.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let lookalike: Pod = serde_json::from_value(json!({
+        "metadata": {
+            "name": "lookalike",
+            "labels": { "statefulapp.io/app": "journal", "statefulapp.io/instance": uuid },
+        },
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": testapp(), "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+            }],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &lookalike)
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_until(WAIT, "a LookalikePods Warning", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("LookalikePods")
+                    && e.note.as_deref().is_some_and(|n| n.contains("lookalike"))
+            })
+            .map(|_| ())
+    })
+    .await;
+    // Stopping the app stops its own pod, not the look-alike.
+    set_instances(&client, &ns, "journal", 0).await;
+    wait_for_status(&client, &ns, "journal", release, "stopped", |s| {
+        s.running == 0 && s.stopped == 1
+    })
+    .await;
+    wait_until(WAIT, "the app's own pod gone", || async {
+        pods.get_opt(&pod_of(&instance))
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let still = pods.get("lookalike").await.unwrap();
+    assert!(still.metadata.deletion_timestamp.is_none(), "left alone");
 }

@@ -34,7 +34,7 @@ pub struct StatefulAppStatus {
     /// stay in the wipe annotation without being reported as unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wiped_instances: Vec<String>,
-    /// `Ready`, `Progressing`, `Degraded`, as Argo CD and Flux read them.
+    /// `Ready`, `Reconciling` and `Stalled` (as kstatus and Flux read them), `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

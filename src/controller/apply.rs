@@ -19,9 +19,9 @@ use super::observed::{ClaimView, VolumeView};
 use super::plan::{Action, StopReason};
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID, ANNOTATION_TEMPLATE_HASH,
-    ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_VOLUME, PersistenceId,
-    claim_name, patch_params, pod_name, post_params,
+    ANNOTATION_NAMESPACE_UID, ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID,
+    ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE,
+    LABEL_VOLUME, PersistenceId, claim_name, patch_params, pod_name, post_params,
 };
 use crate::{Error, Result};
 
@@ -79,10 +79,17 @@ impl Applier<'_> {
                 volume_object,
                 claim,
             } => {
-                let patch = json!({ "spec": { "claimRef": {
-                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "namespace": ns, "name": claim, "uid": null, "resourceVersion": null,
-                }}});
+                // Bound again in this namespace object: record it (an
+                // adopted volume belongs to this namespace from now on).
+                let patch = json!({
+                    "metadata": { "annotations": {
+                        ANNOTATION_NAMESPACE_UID: self.observed.namespace_uid,
+                    }},
+                    "spec": { "claimRef": {
+                        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                        "namespace": ns, "name": claim, "uid": null, "resourceVersion": null,
+                    }},
+                });
                 ignore_missing(
                     volumes
                         .patch(volume_object, &patch_params(), &Patch::Merge(&patch))
@@ -204,6 +211,8 @@ impl Applier<'_> {
                 "labels": self.labels(uuid, Some(volume)),
                 "annotations": {
                     ANNOTATION_PERSISTENCE_ID: PersistenceId::of(&instance, volume).to_string(),
+                    // The provisioner copies it onto the volume.
+                    ANNOTATION_NAMESPACE_UID: self.observed.namespace_uid,
                 },
             },
             "spec": {

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use super::by_app::{AppKey, ByApp, FileAs, by_app};
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
 use super::entries::{ClaimEntry, PodEntry, VolumeEntry};
+use super::namespaces::{self, NamespaceStore};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
@@ -38,6 +39,7 @@ pub struct Caches {
     claims: ByApp<ClaimEntry>,
     volumes: ByApp<VolumeEntry>,
     nodes: NodeStore,
+    namespaces: NamespaceStore,
 }
 
 /// The watch streams that fill [`Caches`]; the controller must poll them.
@@ -48,6 +50,8 @@ pub struct Feeds {
     pub volumes: Updates<CachedVolume>,
     /// One item per node readiness change.
     pub node_changes: BoxStream<'static, ()>,
+    /// Fills the namespace cache; yields nothing.
+    pub namespaces: BoxStream<'static, ()>,
 }
 
 pub fn start(client: &Client) -> (Caches, Feeds) {
@@ -58,12 +62,14 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let (claims, claims_feed) = grouped(Api::all(client.clone()), labelled(), claim_entry);
     let (volumes, volumes_feed) = grouped(Api::all(client.clone()), labelled(), volume_entry);
     let nodes = NodeCache::new(client.clone());
+    let (namespaces, namespaces_feed) = namespaces::start(client.clone());
     let caches = Caches {
         apps,
         pods,
         claims,
         volumes,
         nodes: nodes.store,
+        namespaces,
     };
     let feeds = Feeds {
         apps: apps_feed,
@@ -71,6 +77,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
         claims: claims_feed,
         volumes: volumes_feed,
         node_changes: nodes.readiness_changes,
+        namespaces: namespaces_feed,
     };
     (caches, feeds)
 }
@@ -157,7 +164,11 @@ impl Caches {
     /// controller polls the feeds only while it has room for reconciles, so
     /// a reconcile waiting for a cache would keep it from filling.
     pub fn ready(&self) -> bool {
-        self.pods.ready() && self.claims.ready() && self.volumes.ready() && self.nodes.ready()
+        self.pods.ready()
+            && self.claims.ready()
+            && self.volumes.ready()
+            && self.nodes.ready()
+            && self.namespaces.ready()
     }
 
     /// Everything cached about app `name` in `ns`; `None` until [`ready`].
@@ -172,6 +183,7 @@ impl Caches {
             claims: self.claims.of_app(ns, name),
             volumes: self.volumes.of_app(ns, name),
             nodes: self.nodes.snapshot(),
+            namespace_uid: self.namespaces.uid(ns),
         })
     }
 }

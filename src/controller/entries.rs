@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
-use crate::names::ANNOTATION_SELECTED_NODE;
+use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP};
 
 /// An object's metadata, as far as the controller reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -75,6 +75,9 @@ pub struct PodEntry {
     /// Whether the `Ready` condition is `True`.
     pub ready: bool,
     pub started_at: Option<Timestamp>,
+    /// Whether a StatefulApp of the pod's `statefulapp.io/app` label is
+    /// its controller (ownerReference): only then is it an instance's pod.
+    pub owned: bool,
 }
 
 impl From<&CachedPod> for PodEntry {
@@ -85,8 +88,22 @@ impl From<&CachedPod> for PodEntry {
             phase: pod.status.phase.clone(),
             ready: pod.status.ready(),
             started_at: pod.status.start_time.as_ref().map(|t: &Time| t.0),
+            owned: controlled_by_its_app(&pod.metadata),
         }
     }
+}
+
+/// Whether the object's controller is the StatefulApp its label names.
+fn controlled_by_its_app(meta: &ObjectMeta) -> bool {
+    let Some(app) = meta.labels.as_ref().and_then(|l| l.get(LABEL_APP)) else {
+        return false;
+    };
+    meta.owner_references.iter().flatten().any(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == "StatefulApp"
+            && owner.api_version.starts_with("statefulapp.io/")
+            && &owner.name == app
+    })
 }
 
 /// A claim: the volume it names, and whether it is bound to it.

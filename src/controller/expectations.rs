@@ -162,6 +162,7 @@ mod tests {
                 .collect(),
             volumes: vec![],
             nodes: vec![],
+            namespace_uid: Some("ns-uid".into()),
         }
     }
 

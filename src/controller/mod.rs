@@ -10,6 +10,7 @@ pub mod cached;
 pub mod entries;
 mod events;
 mod expectations;
+mod namespaces;
 mod nodes;
 pub mod observe;
 pub mod observed;
@@ -22,7 +23,7 @@ mod plan_tests;
 #[cfg(test)]
 mod simulation;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,14 +43,14 @@ use self::events::Events;
 use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
-use self::status::{StatusInput, compute_status, data_missing};
+use self::status::{StatusInput, compute_status, data_missing, failure_conditions};
 use self::wipe_request::{check_known, parse_wipe_annotation};
 use crate::api::{InstanceState, StatefulApp};
 use crate::finalizer;
 use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
-    ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_WIPE_ON_DELETE, InstanceId,
-    LABEL_INSTANCE, patch_params,
+    ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE,
+    FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_INSTANCE, patch_params,
 };
 use crate::{Error, Result};
 
@@ -108,7 +109,9 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
     };
     let controller = Controller::for_stream(feeds.apps, ctx.caches.apps())
         .with_config(config)
-        .owns_stream(feeds.pods)
+        // By label, not owner: a look-alike pod (our labels, not ours) is
+        // reported on its app as soon as it appears.
+        .watches_stream(feeds.pods, |pod| app_ref(cache::in_its_namespace(&pod)?))
         .watches_stream(feeds.claims, |claim| {
             app_ref(cache::in_its_namespace(&claim)?)
         })
@@ -125,9 +128,11 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
                 tracing::debug!(error = %e, "reconcile failed");
             }
         });
+    let namespaces = feeds.namespaces.for_each(|()| async {});
     tokio::select! {
         _ = controller => {}
         _ = renew_events => {}
+        _ = namespaces => {}
     }
 }
 
@@ -191,6 +196,11 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     let Some(objects) = ctx.caches.objects_of(&ns, &name) else {
         return Ok(Requeue::requeue(Duration::from_millis(500)));
     };
+    if objects.namespace_uid.is_none() {
+        // A namespace made a moment ago: which volumes are this
+        // namespace's own is decided once the cache knows it.
+        return Ok(Requeue::requeue(Duration::from_millis(500)));
+    }
     if ctx.expectations.unmet(&key, &objects) > 0 {
         // The caches have not shown all of this controller's last writes
         // yet; their watch events will bring it back here.
@@ -238,6 +248,19 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .try_collect::<()>()
         .await?;
     publish(&ctx, &app, &plan.actions).await;
+    // Said on every pass (the recorder folds repeats), before the status
+    // write, which may wait.
+    for message in data_missing(&observed) {
+        warn(&ctx, &app, "DataMissing", &message).await;
+    }
+    report_foreign_volumes(&ctx, &app, &observed, &plan.actions).await;
+    if !observed.lookalike_pods.is_empty() {
+        let note = format!(
+            "pods with this app's labels that it does not control are left alone (not counted, never stopped): {}",
+            observed.lookalike_pods.join(", ")
+        );
+        warn(&ctx, &app, "LookalikePods", &note).await;
+    }
 
     if deleting {
         if observed.instances.is_empty() {
@@ -294,9 +317,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
             .await;
         }
     }
-    for message in data_missing(&observed) {
-        warn(&ctx, &app, "DataMissing", &message).await;
-    }
+
     if !wipe.rejected.is_empty() {
         // Every reconcile that sees it says it again: the recorder folds
         // repeats into one Event with a count, and the user sees it is current.
@@ -341,21 +362,19 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
 }
 
 /// Makes a failed reconcile visible to the user: a Warning Event and the
-/// `Degraded` condition (best effort: the API may be what is failing).
+/// `Degraded` condition, the other conditions untouched: a failure that a
+/// retry may clear is no reason to call the app stalled (best effort: the
+/// API may be what is failing).
 async fn report_failure(ctx: &Context, app: &StatefulApp, error: &Error) {
     let message = format!("reconcile failed, retrying: {error}");
     warn(ctx, app, "ReconcileFailed", &message).await;
-    let mut conditions = app.status.clone().unwrap_or_default().conditions;
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
-    conditions.retain(|c| c.type_ != "Degraded");
-    conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        type_: "Degraded".into(),
-        status: "True".into(),
-        reason: "ReconcileFailed".into(),
-        message,
-        observed_generation: app.metadata.generation,
-        last_transition_time: now,
-    });
+    let previous = app.status.clone().unwrap_or_default().conditions;
+    let conditions = failure_conditions(
+        &previous,
+        app.metadata.generation,
+        &message,
+        Timestamp::now(),
+    );
     let patch = json!({ "status": { "conditions": conditions } });
     if let Some(ns) = app.namespace() {
         let apps: Api<StatefulApp> = Api::namespaced(ctx.client.clone(), &ns);
@@ -458,6 +477,54 @@ async fn apply_in_order(applier: &Applier<'_>, ctx: &Context, actions: Vec<Actio
 
 /// One Event per kind of action of a reconcile (not one per action: a
 /// scale-up by 500 would otherwise double the API calls it makes).
+/// Volumes of this app's name from an earlier namespace of the same name:
+/// kept and unused, said on every pass (the recorder folds repeats); and
+/// the ones a user asked to adopt, said once as they are bound here.
+async fn report_foreign_volumes(
+    ctx: &Context,
+    app: &StatefulApp,
+    observed: &observed::Observed,
+    actions: &[Action],
+) {
+    let mut earlier: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for foreign in &observed.foreign_volumes {
+        earlier
+            .entry(&foreign.namespace_uid)
+            .or_default()
+            .push(&foreign.name);
+    }
+    let ns = app.namespace().unwrap_or_default();
+    for (uid, volumes) in earlier {
+        let note = format!(
+            "{} volumes of an app {} made in an earlier namespace {ns} (uid {uid}) are kept and not used here: \
+             another namespace's data is never adopted by name. To adopt them, annotate the app \
+             {ANNOTATION_ADOPT_NAMESPACE_UID}={uid}; to destroy them, adopt them and wipe their instances. Volumes: {}",
+            volumes.len(),
+            app.name_any(),
+            volumes.join(", ")
+        );
+        warn(ctx, app, "ForeignVolumes", &note).await;
+    }
+    let adopted: Vec<&str> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::RebindVolume { volume_object, .. }
+                if observed.adopting.contains(volume_object) =>
+            {
+                Some(volume_object.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    if !adopted.is_empty() {
+        let note = format!(
+            "adopting volumes of an earlier namespace {ns} as {ANNOTATION_ADOPT_NAMESPACE_UID} asks: {}",
+            adopted.join(", ")
+        );
+        emit(ctx, app, EventType::Normal, "AdoptingVolumes", &note).await;
+    }
+}
+
 async fn publish(ctx: &Context, app: &StatefulApp, actions: &[Action]) {
     let mut by_reason: Vec<(&'static str, Vec<String>)> = Vec::new();
     for action in actions {

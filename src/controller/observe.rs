@@ -12,14 +12,14 @@ use uuid::Uuid;
 
 use super::entries::{ClaimEntry, Meta, PodEntry, VolumeEntry};
 use super::observed::{
-    AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
+    AppView, ClaimView, ForeignVolume, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
 };
 use super::wipe_request::WipeRequest;
 use crate::api::StatefulApp;
 use crate::names::{
-    ANNOTATION_DATA_MISSING, ANNOTATION_ORPHAN_MARK, ANNOTATION_SELECTED_NODE,
-    ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE,
-    LABEL_NODE, LABEL_VOLUME,
+    ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_DATA_MISSING, ANNOTATION_NAMESPACE_UID,
+    ANNOTATION_ORPHAN_MARK, ANNOTATION_SELECTED_NODE, ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
 };
 
 pub struct ClusterObjects {
@@ -27,6 +27,9 @@ pub struct ClusterObjects {
     pub claims: Vec<Arc<ClaimEntry>>,
     pub volumes: Vec<Arc<VolumeEntry>>,
     pub nodes: Vec<Arc<Node>>,
+    /// The uid of the app's namespace (unknown for a moment after the
+    /// namespace is made, until the cache sees it).
+    pub namespace_uid: Option<String>,
 }
 
 /// Hash of everything a pod is built from: a change rolls the instances.
@@ -69,8 +72,13 @@ pub fn observe(
         known_nodes: BTreeSet::new(),
         not_ready_since: BTreeMap::new(),
         orphaned_volumes: Vec::new(),
+        namespace_uid: objects.namespace_uid.clone(),
+        foreign_volumes: Vec::new(),
+        adopting: BTreeSet::new(),
+        lookalike_pods: Vec::new(),
         now,
     };
+    let adopt_from = app.annotations().get(ANNOTATION_ADOPT_NAMESPACE_UID);
     for node in &objects.nodes {
         let name = node.name_any();
         let ready_condition = node
@@ -124,6 +132,21 @@ pub fn observe(
         let Some((uuid, volume)) = instance_and_volume(&pv.meta) else {
             continue;
         };
+        // Volumes made before namespace uids were recorded carry none and
+        // are adopted by namespace name, as they always were.
+        if let Some(made_in) = pv.meta.annotation(ANNOTATION_NAMESPACE_UID)
+            && objects.namespace_uid.as_deref() != Some(made_in)
+        {
+            if adopt_from.map(String::as_str) == Some(made_in) {
+                observed.adopting.insert(pv.meta.name.clone());
+            } else {
+                observed.foreign_volumes.push(ForeignVolume {
+                    name: pv.meta.name.clone(),
+                    namespace_uid: made_in.to_string(),
+                });
+                continue;
+            }
+        }
         let node = pv.meta.label(LABEL_NODE).map(str::to_owned);
         let claim_uid = pv.claim_uid.as_ref();
         let claim_uid_live = objects
@@ -172,6 +195,12 @@ pub fn observe(
         instance.volumes.insert(volume, view);
     }
     for pod in &objects.pods {
+        if !pod.owned {
+            // Carries our labels, but no StatefulApp made it: never an
+            // instance's pod, never stopped or deleted by us.
+            observed.lookalike_pods.push(pod.meta.name.clone());
+            continue;
+        }
         let Some(uuid) = pod
             .meta
             .label(LABEL_INSTANCE)

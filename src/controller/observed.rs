@@ -22,7 +22,23 @@ pub struct Observed {
     pub not_ready_since: BTreeMap<String, Timestamp>,
     /// Volumes detached from instances replaced after a node loss: kept.
     pub orphaned_volumes: Vec<OrphanedVolume>,
+    /// The uid of the app's namespace, if known.
+    pub namespace_uid: Option<String>,
+    /// Volumes of the app's name made in another namespace object (one
+    /// deleted since): kept, never used, reported.
+    pub foreign_volumes: Vec<ForeignVolume>,
+    /// Volumes adopted from an earlier namespace on the user's request.
+    pub adopting: BTreeSet<String>,
+    /// Pods with the app's labels that the app does not control: left alone.
+    pub lookalike_pods: Vec<String>,
     pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignVolume {
+    pub name: String,
+    /// The uid of the namespace it was made in.
+    pub namespace_uid: String,
 }
 
 /// The parts of the StatefulApp the planner needs.

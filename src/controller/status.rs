@@ -1,12 +1,19 @@
 //! Computes `status` from what was observed and planned. Pure, and a function
 //! of the cluster only, so a deleted status comes back the same (I5).
+//!
+//! The conditions follow kstatus (what Flux waits on): `Reconciling` is True
+//! while instances converge, `Stalled` when only a person can help (never
+//! both), and both are False once converged; `Ready` says every asked
+//! instance runs and is ready; `Degraded` says something is wrong, stuck or
+//! not. Each carries the generation it was computed for.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 
 use super::observed::{InstanceView, Observed};
-use super::plan::Plan;
-use crate::api::{InstanceState, InstanceStatus, StatefulAppStatus, VolumeStatus};
-use crate::names::{InstanceId, LABEL_APP, PersistenceId, claim_name};
+use super::plan::{DEFAULT_REPLACE_AFTER_SECONDS, Plan};
+use crate::api::{InstanceState, InstanceStatus, NodeLossAction, StatefulAppStatus, VolumeStatus};
+use crate::names::{ANNOTATION_WIPE, InstanceId, LABEL_APP, PersistenceId, claim_name};
 
 pub struct StatusInput<'a> {
     pub observed: &'a Observed,
@@ -37,74 +44,46 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
     let running = count(InstanceState::Running);
     let ready = records.iter().filter(|r| r.ready).count() as i32;
     let stopped = count(InstanceState::Stopped);
-    let unreachable = count(InstanceState::Unreachable);
 
-    let desired = observed.app.desired as i32;
-    let converged = input.plan.actions.is_empty() && ready == desired && running == desired;
-    let mut conditions = Vec::new();
-    let (progressing, progress_reason, progress_message) = if converged {
-        (
-            false,
-            "Complete",
-            format!("{running} of {desired} instances running"),
-        )
-    } else if input.plan.upgrade_pending > 0 {
-        (
-            true,
-            "RollingUpdate",
-            format!(
-                "{} instances wait for the upgrade",
-                input.plan.upgrade_pending
-            ),
-        )
-    } else {
-        (
-            true,
+    let health = health(input, running, ready);
+    let conditions = vec![
+        condition(
+            input,
+            "Ready",
+            health.ready,
+            if health.ready {
+                "InstancesReady"
+            } else {
+                "InstancesNotReady"
+            },
+            &format!("{ready} of {} instances ready", observed.app.desired),
+        ),
+        condition(
+            input,
             "Reconciling",
-            format!("{running} of {desired} instances running, {ready} ready"),
-        )
-    };
-    conditions.push(condition(
-        input,
-        "Ready",
-        ready >= desired && running == desired,
-        if ready >= desired {
-            "InstancesReady"
-        } else {
-            "InstancesNotReady"
-        },
-        &format!("{ready} of {desired} instances ready"),
-    ));
-    conditions.push(condition(
-        input,
-        "Progressing",
-        progressing,
-        progress_reason,
-        &progress_message,
-    ));
-    let missing = data_missing(observed);
-    let (degraded, degraded_reason, degraded_message) = if !input.input_errors.is_empty() {
-        (true, "InvalidWipeRequest", input.input_errors.join("; "))
-    } else if !missing.is_empty() {
-        (true, "DataMissing", missing.join("; "))
-    } else if unreachable > 0 {
-        (
-            true,
-            "NodeLost",
-            format!(
-                "{unreachable} instances are on lost nodes: they keep their data and wait for the node (nodeLossPolicy Wait), or wipe them with the statefulapp.io/wipe annotation"
-            ),
-        )
-    } else {
-        (false, "AsExpected", String::new())
-    };
-    conditions.push(condition(
-        input,
-        "Degraded",
-        degraded,
-        degraded_reason,
-        &degraded_message,
-    ));
+            health.reconciling.is_some() && health.stalled.is_none(),
+            match (&health.stalled, &health.reconciling) {
+                (Some(_), _) => "Stalled",
+                (None, Some((reason, _))) => reason,
+                (None, None) => "Converged",
+            },
+            health.reconciling.as_ref().map_or("", |(_, m)| m.as_str()),
+        ),
+        condition(
+            input,
+            "Stalled",
+            health.stalled.is_some(),
+            health.stalled.as_ref().map_or("AsExpected", |(r, _)| r),
+            health.stalled.as_ref().map_or("", |(_, m)| m.as_str()),
+        ),
+        condition(
+            input,
+            "Degraded",
+            health.degraded.is_some(),
+            health.degraded.as_ref().map_or("AsExpected", |(r, _)| r),
+            health.degraded.as_ref().map_or("", |(_, m)| m.as_str()),
+        ),
+    ];
 
     StatefulAppStatus {
         observed_generation: input.generation,
@@ -118,6 +97,198 @@ pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
         wiped_instances: Vec::new(),
         conditions,
     }
+}
+
+/// The app's health, as its conditions say it; each problem and each kind of
+/// work comes with a reason and a message.
+struct Health {
+    /// Every asked instance runs and is ready.
+    ready: bool,
+    /// Instances are converging: what is in flight.
+    reconciling: Option<(&'static str, String)>,
+    /// Something needs a person: the app cannot converge by itself.
+    stalled: Option<(&'static str, String)>,
+    /// Something is wrong, stuck or not.
+    degraded: Option<(&'static str, String)>,
+}
+
+/// Instances that are not where the spec wants them yet, by what they wait
+/// for, in the order their reason is reported.
+#[derive(Default)]
+struct InFlight {
+    wiping: usize,
+    replacing: usize,
+    stopping: usize,
+    updating: usize,
+    scaling_up: usize,
+    placing: usize,
+    starting: usize,
+}
+
+impl InFlight {
+    /// The reason of the first kind of work in flight, and a message that
+    /// counts them all.
+    fn describe(&self) -> Option<(&'static str, String)> {
+        let kinds = [
+            (self.wiping, "Wiping", "wiping"),
+            (self.replacing, "Replacing", "to replace after a node loss"),
+            (self.stopping, "Stopping", "stopping"),
+            (
+                self.updating,
+                "RollingUpdate",
+                "to update to the new template",
+            ),
+            (self.scaling_up, "ScalingUp", "to start"),
+            (self.placing, "Placing", "waiting for a node"),
+            (self.starting, "Starting", "starting"),
+        ];
+        let reason = kinds.iter().find(|(n, _, _)| *n > 0)?.1;
+        let parts: Vec<String> = kinds
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, _, what)| format!("{n} {what}"))
+            .collect();
+        Some((reason, parts.join(", ")))
+    }
+}
+
+fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
+    let observed = input.observed;
+    let app = &observed.app;
+    let plan = input.plan;
+    let mut work = InFlight {
+        scaling_up: plan.created.len(),
+        ..InFlight::default()
+    };
+    // Instances on a lost node that wait for it (nodeLossPolicy Wait).
+    let mut waiting_for_node = Vec::new();
+    for i in observed.instances.values() {
+        let pod = i.pod.as_ref();
+        let live_pod = pod.filter(|p| !p.deleting);
+        let to_run = plan.to_run.contains(&i.uuid);
+        let node_lost = i
+            .node
+            .as_ref()
+            .is_some_and(|n| !observed.ready_nodes.contains(n));
+        if i.wiping() || app.wipe_requested.contains(&i.uuid) {
+            work.wiping += 1;
+        } else if i.orphaning() || (node_lost && (live_pod.is_some() || to_run)) {
+            if app.node_loss.action == NodeLossAction::Replace || i.orphaning() {
+                work.replacing += 1;
+            } else {
+                let node = i.node.as_deref().unwrap_or_default();
+                waiting_for_node.push(format!(
+                    "{} on node {node}",
+                    InstanceId::new(&app.name, i.uuid)
+                ));
+            }
+        } else if !to_run {
+            if pod.is_some() {
+                work.stopping += 1;
+            }
+        } else {
+            match pod {
+                None => work.scaling_up += 1,
+                Some(p) if p.template_hash != app.template_hash => work.updating += 1,
+                Some(p) if p.deleting => work.starting += 1,
+                Some(p) if p.node.is_none() => work.placing += 1,
+                Some(p) if !(p.running && p.ready) => work.starting += 1,
+                Some(_) => {}
+            }
+        }
+    }
+    let desired = app.desired as i32;
+    let counts = format!("{running} of {desired} instances running, {ready} ready");
+    let reconciling = match work.describe() {
+        Some((reason, what)) => Some((reason, format!("{what}; {counts}"))),
+        // Objects of running instances to re-create or re-bind.
+        None if !plan.actions.is_empty() => Some((
+            "Repairing",
+            format!(
+                "{} objects to re-create or re-bind; {counts}",
+                plan.actions.len()
+            ),
+        )),
+        None => None,
+    };
+
+    let missing = data_missing(observed);
+    let stalled = if !input.input_errors.is_empty() {
+        Some(("InvalidWipeRequest", input.input_errors.join("; ")))
+    } else if !missing.is_empty() {
+        Some(("DataMissing", missing.join("; ")))
+    } else if !waiting_for_node.is_empty() {
+        Some((
+            "NodeLost",
+            format!(
+                "{} waiting for a lost node with their data (nodeLossPolicy Wait): {}; set nodeLossPolicy Replace to start new ones elsewhere, or wipe them with the {ANNOTATION_WIPE} annotation",
+                instances(waiting_for_node.len()),
+                waiting_for_node.join(", ")
+            ),
+        ))
+    } else {
+        None
+    };
+    let degraded = stalled.clone().or_else(|| {
+        (work.replacing > 0).then(|| {
+            let after = app
+                .node_loss
+                .after_seconds
+                .unwrap_or(DEFAULT_REPLACE_AFTER_SECONDS);
+            (
+                "NodeLost",
+                format!(
+                    "{} on a lost node, replaced on another node once their node is lost for {after}s (nodeLossPolicy Replace); their volumes are kept",
+                    instances(work.replacing)
+                ),
+            )
+        })
+    });
+    Health {
+        ready: ready == desired && running == desired,
+        reconciling,
+        stalled,
+        degraded,
+    }
+}
+
+/// "1 instance", "2 instances".
+fn instances(n: usize) -> String {
+    if n == 1 {
+        "1 instance".to_string()
+    } else {
+        format!("{n} instances")
+    }
+}
+
+/// The conditions after a reconcile failed (the API may be what failed):
+/// `Degraded` says so; `Ready`, `Reconciling` and `Stalled` keep what the
+/// last completed reconcile found, since a failure that a retry may clear
+/// neither stalls the app nor changes its instances.
+pub fn failure_conditions(
+    previous: &[Condition],
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True")
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    let mut conditions: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != "Degraded")
+        .cloned()
+        .collect();
+    conditions.push(Condition {
+        type_: "Degraded".into(),
+        status: "True".into(),
+        reason: "ReconcileFailed".into(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    });
+    conditions
 }
 
 /// One message per instance whose node agent reports a volume's data
@@ -223,5 +394,375 @@ fn condition(
         message: message.to_string(),
         observed_generation: input.generation,
         last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NodeLossPolicy;
+    use crate::controller::simulation::World;
+
+    const GENERATION: Option<i64> = Some(7);
+
+    /// The status the reconciler would write now, with `errors` as the
+    /// rejected parts of a wipe request.
+    fn status_with(world: &mut World, errors: &[String]) -> StatefulAppStatus {
+        let plan = world.plan();
+        compute_status(&StatusInput {
+            observed: &world.observed,
+            plan: &plan,
+            generation: GENERATION,
+            sizes: &[],
+            input_errors: errors,
+            previous: &[],
+        })
+    }
+
+    fn status(world: &mut World) -> StatefulAppStatus {
+        status_with(world, &[])
+    }
+
+    /// (status, reason) of each condition, in order.
+    fn conditions(status: &StatefulAppStatus) -> Vec<(&str, &str, &str)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect()
+    }
+
+    fn find<'a>(status: &'a StatefulAppStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    fn world_with(instances: usize) -> World {
+        let mut world = World::new(3);
+        world.observed.app.desired = instances;
+        world.converge();
+        world
+    }
+
+    /// Applies the next plan without letting the cluster move.
+    fn apply_plan(world: &mut World) {
+        for action in world.plan().actions {
+            world.apply(&action);
+        }
+    }
+
+    #[test]
+    fn a_converged_app_is_ready_and_neither_reconciling_nor_stalled() {
+        let mut world = world_with(2);
+        let status = status(&mut world);
+        assert_eq!(
+            conditions(&status),
+            [
+                ("Ready", "True", "InstancesReady"),
+                ("Reconciling", "False", "Converged"),
+                ("Stalled", "False", "AsExpected"),
+                ("Degraded", "False", "AsExpected"),
+            ]
+        );
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == GENERATION)
+        );
+        assert_eq!(status.observed_generation, GENERATION);
+    }
+
+    #[test]
+    fn an_app_stopped_to_zero_is_ready_once_its_pods_are_gone() {
+        let mut world = world_with(1);
+        world.observed.app.desired = 0;
+        let stopping = status(&mut world);
+        assert_eq!(find(&stopping, "Reconciling").reason, "Stopping");
+        assert_eq!(find(&stopping, "Reconciling").status, "True");
+        apply_plan(&mut world);
+        // The pod is deleting but not gone: still stopping.
+        assert_eq!(find(&status(&mut world), "Reconciling").reason, "Stopping");
+        world.converge();
+        world.step();
+        let stopped = status(&mut world);
+        assert_eq!(stopped.stopped, 1);
+        assert_eq!(
+            conditions(&stopped)[..3],
+            [
+                ("Ready", "True", "InstancesReady"),
+                ("Reconciling", "False", "Converged"),
+                ("Stalled", "False", "AsExpected"),
+            ]
+        );
+    }
+
+    #[test]
+    fn scaling_up_reconciles_until_the_new_instance_runs() {
+        let mut world = world_with(1);
+        let before: Vec<_> = world.observed.instances.keys().copied().collect();
+        world.observed.app.desired = 2;
+        let asked = status(&mut world);
+        let reconciling = find(&asked, "Reconciling");
+        assert_eq!(
+            (reconciling.status.as_str(), reconciling.reason.as_str()),
+            ("True", "ScalingUp")
+        );
+        assert_eq!(
+            reconciling.message,
+            "1 to start; 1 of 2 instances running, 1 ready"
+        );
+        assert_eq!(find(&asked, "Ready").status, "False");
+        assert_eq!(find(&asked, "Stalled").status, "False");
+
+        // Claims and pod made, the scheduler not there yet.
+        apply_plan(&mut world);
+        assert_eq!(find(&status(&mut world), "Reconciling").reason, "Placing");
+
+        // Placed and running, not ready yet.
+        world.step();
+        let pod = world
+            .observed
+            .instances
+            .values_mut()
+            .filter(|i| !before.contains(&i.uuid))
+            .find_map(|i| i.pod.as_mut())
+            .expect("the new instance's pod");
+        assert!(pod.running);
+        pod.ready = false;
+        let starting = status(&mut world);
+        assert_eq!(find(&starting, "Reconciling").reason, "Starting");
+
+        world
+            .observed
+            .instances
+            .values_mut()
+            .filter_map(|i| i.pod.as_mut())
+            .for_each(|p| p.ready = true);
+        let done = status(&mut world);
+        assert_eq!(find(&done, "Reconciling").status, "False");
+        assert_eq!(find(&done, "Ready").status, "True");
+    }
+
+    #[test]
+    fn a_template_change_is_a_rolling_update() {
+        let mut world = world_with(2);
+        world.observed.app.template_hash = "v2".into();
+        let status = status(&mut world);
+        let reconciling = find(&status, "Reconciling");
+        assert_eq!(
+            (reconciling.status.as_str(), reconciling.reason.as_str()),
+            ("True", "RollingUpdate")
+        );
+        assert!(
+            reconciling.message.starts_with("2 to update"),
+            "{}",
+            reconciling.message
+        );
+        // The instances still serve: the app stays Ready while it rolls.
+        assert_eq!(find(&status, "Ready").status, "True");
+        world.converge();
+        assert_eq!(
+            find(&self::status(&mut world), "Reconciling").status,
+            "False"
+        );
+    }
+
+    #[test]
+    fn a_wipe_reconciles_until_the_instance_is_gone() {
+        let mut world = world_with(1);
+        let uuid = *world.observed.instances.keys().next().unwrap();
+        world.observed.app.wipe_requested.insert(uuid);
+        world.observed.app.desired = 0;
+        assert_eq!(find(&status(&mut world), "Reconciling").reason, "Wiping");
+        world.converge();
+        world.step();
+        assert!(world.observed.instances.is_empty());
+        assert_eq!(find(&status(&mut world), "Reconciling").status, "False");
+    }
+
+    #[test]
+    fn an_invalid_wipe_request_stalls_the_app_and_is_never_reconciling() {
+        let mut world = world_with(1);
+        world.observed.app.desired = 2; // work in flight too
+        let errors = vec!["\"postgres.nope\" is not an instance id".to_string()];
+        let status = status_with(&mut world, &errors);
+        assert_eq!(
+            conditions(&status)[1..],
+            [
+                ("Reconciling", "False", "Stalled"),
+                ("Stalled", "True", "InvalidWipeRequest"),
+                ("Degraded", "True", "InvalidWipeRequest"),
+            ]
+        );
+        assert_eq!(find(&status, "Stalled").message, errors[0]);
+        // What is in flight is still said.
+        assert!(find(&status, "Reconciling").message.contains("1 to start"));
+    }
+
+    #[test]
+    fn missing_data_stalls_the_app() {
+        let mut world = world_with(1);
+        let volume = world
+            .observed
+            .instances
+            .values_mut()
+            .flat_map(|i| i.volumes.values_mut())
+            .next()
+            .unwrap();
+        volume.data_missing = Some("/var/lib/statefulapp/ns/x is missing on node-0".into());
+        let status = status(&mut world);
+        let stalled = find(&status, "Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "DataMissing")
+        );
+        assert!(stalled.message.contains("is missing on node-0"));
+        assert_eq!(find(&status, "Degraded").reason, "DataMissing");
+    }
+
+    #[test]
+    fn a_lost_node_stalls_an_app_that_waits_for_it() {
+        let mut world = world_with(1);
+        let node = world
+            .observed
+            .instances
+            .values()
+            .next()
+            .unwrap()
+            .node
+            .clone()
+            .unwrap();
+        world.lose_node(&node);
+        let status = status(&mut world);
+        assert_eq!(
+            conditions(&status),
+            [
+                ("Ready", "False", "InstancesNotReady"),
+                ("Reconciling", "False", "Stalled"),
+                ("Stalled", "True", "NodeLost"),
+                ("Degraded", "True", "NodeLost"),
+            ]
+        );
+        assert!(find(&status, "Stalled").message.contains(&node));
+    }
+
+    #[test]
+    fn a_lost_node_with_replace_is_degraded_and_reconciling_not_stalled() {
+        let mut world = world_with(1);
+        world.observed.app.node_loss = NodeLossPolicy {
+            action: NodeLossAction::Replace,
+            after_seconds: Some(60),
+        };
+        let node = world
+            .observed
+            .instances
+            .values()
+            .next()
+            .unwrap()
+            .node
+            .clone()
+            .unwrap();
+        world.lose_node(&node);
+        let waiting = status(&mut world);
+        assert_eq!(
+            conditions(&waiting)[1..],
+            [
+                ("Reconciling", "True", "Replacing"),
+                ("Stalled", "False", "AsExpected"),
+                ("Degraded", "True", "NodeLost"),
+            ]
+        );
+        world.advance(60);
+        assert_eq!(find(&status(&mut world), "Reconciling").reason, "Replacing");
+        world.converge();
+        let replaced = status(&mut world);
+        assert_eq!(world.running(), 1);
+        assert_eq!(
+            conditions(&replaced),
+            [
+                ("Ready", "True", "InstancesReady"),
+                ("Reconciling", "False", "Converged"),
+                ("Stalled", "False", "AsExpected"),
+                ("Degraded", "False", "AsExpected"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_claim_deleted_under_a_running_instance_is_repaired() {
+        let mut world = world_with(1);
+        let instance = world.observed.instances.values_mut().next().unwrap();
+        instance.claims.remove("pgdata");
+        let status = status(&mut world);
+        let reconciling = find(&status, "Reconciling");
+        assert_eq!(
+            (reconciling.status.as_str(), reconciling.reason.as_str()),
+            ("True", "Repairing")
+        );
+        assert_eq!(find(&status, "Ready").status, "True");
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_flips() {
+        let mut world = world_with(1);
+        let first = status(&mut world);
+        world.advance(100);
+        world.observed.app.desired = 2;
+        let plan = world.plan();
+        let later = compute_status(&StatusInput {
+            observed: &world.observed,
+            plan: &plan,
+            generation: GENERATION,
+            sizes: &[],
+            input_errors: &[],
+            previous: &first.conditions,
+        });
+        let time = |s: &StatefulAppStatus, t: &str| find(s, t).last_transition_time.clone();
+        assert_eq!(time(&later, "Stalled"), time(&first, "Stalled"));
+        assert_ne!(time(&later, "Reconciling"), time(&first, "Reconciling"));
+        assert_ne!(time(&later, "Ready"), time(&first, "Ready"));
+    }
+
+    #[test]
+    fn a_failed_reconcile_only_says_degraded() {
+        let mut world = world_with(1);
+        world.observed.app.desired = 2;
+        let previous = status(&mut world).conditions;
+        let now = world.observed.now;
+        let later = Timestamp::from_second(now.as_second() + 30).unwrap();
+        let failed = failure_conditions(&previous, Some(8), "reconcile failed: 503", later);
+        let others = |c: &[Condition]| -> Vec<Condition> {
+            c.iter()
+                .filter(|c| c.type_ != "Degraded")
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            others(&failed),
+            others(&previous),
+            "Ready, Reconciling, Stalled untouched"
+        );
+        let degraded = failed.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(
+            (
+                degraded.status.as_str(),
+                degraded.reason.as_str(),
+                degraded.message.as_str()
+            ),
+            ("True", "ReconcileFailed", "reconcile failed: 503")
+        );
+        assert_eq!(degraded.observed_generation, Some(8));
+        assert_eq!(degraded.last_transition_time, Time(later));
+        // Failing again keeps the time it first failed.
+        let again = failure_conditions(&failed, Some(8), "reconcile failed: 500", now);
+        let degraded_again = again.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(degraded_again.last_transition_time, Time(later));
+        assert_eq!(degraded_again.message, "reconcile failed: 500");
+        // No status yet: only Degraded.
+        assert_eq!(failure_conditions(&[], None, "x", now).len(), 1);
     }
 }

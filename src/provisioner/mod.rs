@@ -20,9 +20,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::names::{
-    ANNOTATION_PERSISTENCE_ID, ANNOTATION_SELECTED_NODE, ANNOTATION_WIPE_MARK, FINALIZER_AGENT,
-    LABEL_APP, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_NODE, LABEL_VOLUME, PersistenceId,
-    post_params, volume_name,
+    ANNOTATION_NAMESPACE_UID, ANNOTATION_PERSISTENCE_ID, ANNOTATION_SELECTED_NODE,
+    ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_APP, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_NODE,
+    LABEL_VOLUME, PersistenceId, post_params, volume_name,
 };
 use crate::partial::slim_metadata;
 use crate::watch::errors_logged;
@@ -75,6 +75,7 @@ fn slim_claim(claim: &mut ClaimRequest) {
             ANNOTATION_SELECTED_NODE,
             ANNOTATION_PERSISTENCE_ID,
             ANNOTATION_WIPE_MARK,
+            ANNOTATION_NAMESPACE_UID,
             LABEL_APP,
             LABEL_INSTANCE,
             LABEL_VOLUME,
@@ -177,7 +178,11 @@ fn volume_for(
         ),
         (ANNOTATION_DIRECTORY.to_string(), directory.clone()),
     ]);
-    for key in [ANNOTATION_PERSISTENCE_ID, ANNOTATION_WIPE_MARK] {
+    for key in [
+        ANNOTATION_PERSISTENCE_ID,
+        ANNOTATION_WIPE_MARK,
+        ANNOTATION_NAMESPACE_UID,
+    ] {
         if let Some(value) = claim.annotations().get(key) {
             annotations.insert(key.to_string(), value.clone());
         }

@@ -483,6 +483,13 @@ impl TestCluster {
             "{prefix}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         );
+        self.create_namespace(client, &name).await;
+        name
+    }
+
+    /// Creates namespace `name` and waits until pods can be admitted in it.
+    pub async fn create_namespace(&self, client: &Client, name: &str) {
+        let name = name.to_string();
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace =
             serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
@@ -496,7 +503,6 @@ impl TestCluster {
             async move { accounts.get_opt("default").await.ok().flatten() }
         })
         .await;
-        name
     }
 
     /// A kubeconfig acting as ServiceAccount `namespace/name` (admin

@@ -175,11 +175,12 @@ impl Operator {
             format!("--base-dir={}", disk.display()),
             "--metrics-address=127.0.0.1:0".to_string(),
         ];
+        let kubeconfig = on_node(&self.identity.agent_kubeconfig, node);
         let process = Process::start_with_env(
             &format!("agent-{node}"),
             &self.binary,
             &args,
-            &[("KUBECONFIG", &self.identity.agent_kubeconfig)],
+            &[("KUBECONFIG", &kubeconfig)],
             &self.logs,
         );
         let previous = self
@@ -207,6 +208,36 @@ impl Operator {
             .map(|p| p.log_tail(60))
             .unwrap_or_default()
     }
+}
+
+/// A kubeconfig that impersonates a ServiceAccount acts, for an agent, as
+/// that account's token bound to the agent's pod on `node` would: with the
+/// node's name in the user's extra info, which the chart's admission policy
+/// checks. Other kubeconfigs are used as they are.
+fn on_node(kubeconfig: &Path, node: &str) -> PathBuf {
+    let mut config = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let mut impersonating = false;
+    for named in &mut config.auth_infos {
+        if let Some(auth) = &mut named.auth_info
+            && auth.impersonate.is_some()
+        {
+            impersonating = true;
+            auth.impersonate_user_extra = Some(
+                [(
+                    "authentication.kubernetes.io/node-name".to_string(),
+                    vec![node.to_string()],
+                )]
+                .into(),
+            );
+        }
+    }
+    if !impersonating {
+        return kubeconfig.to_path_buf();
+    }
+    let path = PathBuf::from(format!("{}-{node}", kubeconfig.display()));
+    let yaml = serde_yaml::to_string(&config).expect("serialize kubeconfig");
+    std::fs::write(&path, yaml).expect("write kubeconfig");
+    path
 }
 
 /// Installs the CRD (as users do, with `kubectl apply`) and the StorageClass.

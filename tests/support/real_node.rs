@@ -467,7 +467,11 @@ fn cgroup_root() -> &'static str {
     ROOT.get_or_init(|| {
         const PREFIX: &str = "statefulapp-";
         for hierarchy in hierarchies() {
-            for entry in std::fs::read_dir(&hierarchy).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(&hierarchy)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if janitor::owner_is_gone(&name, PREFIX) {
                     kill_cgroup(&name);
