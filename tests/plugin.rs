@@ -191,3 +191,55 @@ fn import_prints_a_statefulapp_and_warnings() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("warning: fetch"));
 }
+
+/// `app add` applies server-side without force: the fields a GitOps
+/// controller owns stay its own unless the user passes `--force-conflicts`.
+#[tokio::test]
+async fn app_add_does_not_take_fields_from_a_gitops_controller() {
+    let cluster = TestCluster::shared();
+    Operator::shared().await; // installs the CRD
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "owned").await;
+    let plugin = Plugin {
+        kubeconfig: cluster.kubeconfig.display().to_string(),
+        namespace: ns.clone(),
+    };
+    let app = |instances: i32| {
+        serde_json::json!({
+            "apiVersion": "statefulapp.io/v1alpha1", "kind": "StatefulApp",
+            "metadata": { "name": "web", "namespace": ns },
+            "spec": {
+                "instances": instances,
+                "template": { "spec": { "containers": [{ "name": "web", "image": "nginx:1" }] } },
+                "volumes": [{ "name": "data", "size": "1Gi", "mountPath": "/data" }],
+            },
+        })
+    };
+    // Argo CD applies the app with its own field manager.
+    let apps: kube::Api<statefulapp_operator::api::StatefulApp> =
+        kube::Api::namespaced(client.clone(), &ns);
+    apps.patch(
+        "web",
+        &kube::api::PatchParams::apply("argocd-controller"),
+        &kube::api::Patch::Apply(app(0)),
+    )
+    .await
+    .unwrap();
+    let file = cluster.dir.join(format!("{ns}-web.json"));
+    std::fs::write(&file, app(2).to_string()).unwrap();
+
+    let (ok, _, stderr) = plugin.run(&["app", "add", file.to_str().unwrap()]);
+    assert!(!ok, "a conflict must fail");
+    assert!(
+        stderr.contains("argocd-controller") && stderr.contains("--force-conflicts"),
+        "{stderr}"
+    );
+    assert_eq!(
+        apps.get("web").await.unwrap().spec.instances,
+        0,
+        "unchanged"
+    );
+
+    plugin.ok(&["app", "add", "--force-conflicts", file.to_str().unwrap()]);
+    assert_eq!(apps.get("web").await.unwrap().spec.instances, 2);
+}

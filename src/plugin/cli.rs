@@ -61,7 +61,13 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum AppCommand {
     /// Create or update an app from a StatefulApp YAML/JSON or a Marathon app JSON (`-` for stdin).
-    Add { file: PathBuf },
+    Add {
+        file: PathBuf,
+        /// Take over fields another manager (Argo CD, Flux, kubectl apply)
+        /// owns, as `kubectl apply --server-side --force-conflicts` does.
+        #[arg(long)]
+        force_conflicts: bool,
+    },
     /// List apps.
     List,
     /// Stop all instances (instances=0); they keep their node and volumes.

@@ -149,7 +149,10 @@ pub async fn run(cli: Cli) -> Result<(), PluginError> {
 
 async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> {
     match command {
-        AppCommand::Add { file } => add(session, &file).await,
+        AppCommand::Add {
+            file,
+            force_conflicts,
+        } => add(session, &file, force_conflicts).await,
         AppCommand::List => {
             let apps = session.list_apps().await?;
             let value = serde_json::to_value(&apps).unwrap_or_default();
@@ -167,7 +170,11 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
     }
 }
 
-async fn add(session: &Session, file: &std::path::Path) -> Result<(), PluginError> {
+async fn add(
+    session: &Session,
+    file: &std::path::Path,
+    force_conflicts: bool,
+) -> Result<(), PluginError> {
     let text = read_input(file)?;
     let path = file.display().to_string();
     let parse_error = |message: String| PluginError::Parse {
@@ -197,12 +204,17 @@ async fn add(session: &Session, file: &std::path::Path) -> Result<(), PluginErro
     app.status = None;
     let name = app.name_any();
     let api: Api<StatefulApp> = Api::namespaced(session.client.clone(), &namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&app),
-    )
-    .await?;
+    // Server-side apply without force: fields another manager owns stay
+    // theirs unless the user asks (a GitOps controller would fight back).
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if force_conflicts {
+        params = params.force();
+    }
+    match api.patch(&name, &params, &Patch::Apply(&app)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => return Err(PluginError::Conflict(e.message)),
+        Err(e) => return Err(e.into()),
+    }
     println!(
         "app /{name} added in namespace {namespace} ({} instances)",
         app.spec.instances

@@ -27,6 +27,10 @@ pub enum PluginError {
     Parse { path: String, message: String },
     #[error("Kubernetes configuration: {0}")]
     Config(String),
+    #[error(
+        "{0}\nanother manager (a GitOps controller?) owns these fields; change them there, or pass --force-conflicts to take them over"
+    )]
+    Conflict(String),
     #[error("{0}")]
     Api(#[from] kube::Error),
 }
