@@ -7,34 +7,18 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use statefulapp_operator::api::{InstanceState, InstanceStatus, StatefulAppStatus};
 use support::TestCluster;
 use support::chart::ChartRelease;
-use support::fixtures::{create_app, in_state, journal, wait_for_status_within};
-use support::real_node::RealNode;
+use support::fixtures::{create_app, in_state, journal, wait_for_event, wait_for_status_within};
 use support::wait::wait_until;
 
 /// The kubelet retries a failed volume mount with a backoff of up to two
 /// minutes, so waits after one are longer than that.
 const WAIT: Duration = Duration::from_secs(180);
 
-fn node_of<'a>(cluster: &'a TestCluster, instance: &InstanceStatus) -> &'a RealNode {
-    let name = instance.node.as_deref().expect("placed");
-    cluster
-        .real_nodes
-        .iter()
-        .find(|n| n.name == name)
-        .expect("a real node")
-}
-
 fn journal_lines(cluster: &TestCluster, ns: &str, instance: &InstanceStatus) -> usize {
-    let path = node_of(cluster, instance)
-        .disk()
-        .join(ns)
-        .join(&instance.volumes[0].persistence_id)
-        .join("journal");
+    let path = cluster.data_dir_on_node(ns, instance).join("journal");
     std::fs::read_to_string(path)
         .map(|j| j.lines().count())
         .unwrap_or(0)
@@ -67,7 +51,7 @@ async fn an_instance_survives_a_stopped_kubelet_and_a_reboot_of_its_node() {
     let status = wait("running", |s| s.running == 1 && s.ready == 1).await;
     let instance = in_state(&status, InstanceState::Running)[0].clone();
     wait_journal(cluster, &ns, &instance, 1).await;
-    let node = node_of(cluster, &instance);
+    let node = cluster.real_node_of(&instance);
 
     // The kubelet stops: the node turns NotReady, the instance Unreachable,
     // with a Warning Event; its container goes on running meanwhile.
@@ -79,17 +63,7 @@ async fn an_instance_survives_a_stopped_kubelet_and_a_reboot_of_its_node() {
     })
     .await;
     assert_eq!(status.instances[0].id, instance.id);
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    wait_until(WAIT, "a NodeLost Warning Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("NodeLost") && e.type_.as_deref() == Some("Warning")
-            })
-            .map(|_| ())
-    })
-    .await;
+    wait_for_event(&client, &ns, "NodeLost", Some("Warning"), WAIT).await;
 
     // The kubelet is back: the same instance runs on its node, data intact.
     node.start_kubelet();
@@ -152,14 +126,7 @@ async fn an_instance_survives_a_stopped_kubelet_and_a_reboot_of_its_node() {
         .unwrap()
         .count();
     assert_eq!(empty, 0, "nothing is made on the unmounted base dir");
-    wait_until(WAIT, "a DataMissing Warning Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .find(|e| e.reason.as_deref() == Some("DataMissing"))
-            .map(|_| ())
-    })
-    .await;
+    wait_for_event(&client, &ns, "DataMissing", Some("Warning"), WAIT).await;
 
     // The disk is mounted late: the instance starts on its node, on its data.
     node.mount_data_disk();

@@ -15,7 +15,9 @@ use serde_json::json;
 use statefulapp_operator::api::{InstanceState, InstanceStatus, StatefulApp, StatefulAppStatus};
 use support::TestCluster;
 use support::chart::{ChartRelease, RELEASE_NAMESPACE};
-use support::fixtures::{create_app, in_state, journal, set_instances, wait_for_status};
+use support::fixtures::{
+    create_app, in_state, journal, set_instances, wait_for_event, wait_for_status,
+};
 use support::wait::wait_until;
 use tokio::sync::OnceCell;
 
@@ -77,15 +79,7 @@ fn journal_on_disk(cluster: &TestCluster, ns: &str, instance: &InstanceStatus) -
 }
 
 fn data_dir(cluster: &TestCluster, ns: &str, instance: &InstanceStatus) -> std::path::PathBuf {
-    let node = instance.node.as_deref().expect("placed");
-    let node = cluster
-        .real_nodes
-        .iter()
-        .find(|n| n.name == node)
-        .unwrap_or_else(|| panic!("{node} is not a real node"));
-    node.disk()
-        .join(ns)
-        .join(&instance.volumes[0].persistence_id)
+    cluster.data_dir_on_node(ns, instance)
 }
 
 fn entries(journal: &str) -> Vec<&str> {
@@ -406,10 +400,8 @@ async fn the_tutorial_keeps_what_the_container_wrote() {
         gone.then_some(())
     })
     .await;
-    assert_eq!(
-        entries(&journal_on_disk(cluster, &ns, &first).unwrap()).len(),
-        3
-    );
+    let kept = journal_on_disk(cluster, &ns, &first).unwrap();
+    assert_eq!(entries(&kept).len(), 3, "journal of {}:\n{kept}", first.id);
     create_app(&client, &ns, journal(image, 2, "v2")).await;
     let status = settle("adopted", |s| s.running == 2 && s.ready == 2).await;
     assert_eq!(running(&status, &first.id).node, first.node);
@@ -447,7 +439,6 @@ async fn a_non_root_container_writes_to_its_volume() {
 #[tokio::test]
 async fn a_namespace_made_again_never_gets_the_old_tenants_data() {
     use k8s_openapi::api::core::v1::Namespace;
-    use k8s_openapi::api::events::v1::Event;
     let cluster = TestCluster::shared_real();
     let release = release().await;
     let client = cluster.client().await;
@@ -486,15 +477,8 @@ async fn a_namespace_made_again_never_gets_the_old_tenants_data() {
         old_dir.join("journal").exists(),
         "the old data is kept (I1)"
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let note = wait_until(WAIT, "a ForeignVolumes Warning", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("ForeignVolumes"))
-            .and_then(|e| e.note)
-    })
-    .await;
+    let foreign = wait_for_event(&client, &ns, "ForeignVolumes", Some("Warning"), WAIT).await;
+    let note = foreign.note.unwrap_or_default();
     assert!(note.contains(&old_uid), "{note}");
 
     // Adopting them is an explicit act: the annotation naming the old uid.
@@ -527,14 +511,7 @@ async fn a_namespace_made_again_never_gets_the_old_tenants_data() {
         (made_in.as_deref() == Some(new_uid.as_str())).then_some(())
     })
     .await;
-    wait_until(WAIT, "an AdoptingVolumes Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .find(|e| e.reason.as_deref() == Some("AdoptingVolumes"))
-            .map(|_| ())
-    })
-    .await;
+    wait_for_event(&client, &ns, "AdoptingVolumes", Some("Normal"), WAIT).await;
 }
 
 /// A client acting as the node agent of `node`: the agent's ServiceAccount
@@ -695,7 +672,6 @@ async fn a_node_agent_can_change_only_its_own_nodes_volumes_and_only_its_marks()
 
 #[tokio::test]
 async fn a_lookalike_pod_with_the_apps_labels_is_left_alone() {
-    use k8s_openapi::api::events::v1::Event;
     let cluster = TestCluster::shared_real();
     let release = release().await;
     let client = cluster.client().await;
@@ -726,18 +702,9 @@ async fn a_lookalike_pod_with_the_apps_labels_is_left_alone() {
     pods.create(&PostParams::default(), &lookalike)
         .await
         .unwrap();
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    wait_until(WAIT, "a LookalikePods Warning", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("LookalikePods")
-                    && e.note.as_deref().is_some_and(|n| n.contains("lookalike"))
-            })
-            .map(|_| ())
-    })
-    .await;
+    let reported = wait_for_event(&client, &ns, "LookalikePods", Some("Warning"), WAIT).await;
+    let note = reported.note.unwrap_or_default();
+    assert!(note.contains("lookalike"), "{note}");
     // Stopping the app stops its own pod, not the look-alike.
     set_instances(&client, &ns, "journal", 0).await;
     wait_for_status(&client, &ns, "journal", release, "stopped", |s| {

@@ -13,6 +13,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
+use statefulapp_operator::api::InstanceStatus;
 
 use super::certs;
 use super::images::{self, Images};
@@ -523,6 +524,23 @@ impl TestCluster {
         let yaml = serde_yaml::to_string(&kubeconfig).expect("serialize kubeconfig");
         std::fs::write(&path, yaml).expect("write kubeconfig");
         path
+    }
+
+    /// The real node an instance was placed on.
+    pub fn real_node_of(&self, instance: &InstanceStatus) -> &RealNode {
+        let name = instance.node.as_deref().expect("placed");
+        self.real_nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("{name} is not a real node"))
+    }
+
+    /// Where an instance's first volume lives on its real node's disk.
+    pub fn data_dir_on_node(&self, ns: &str, instance: &InstanceStatus) -> PathBuf {
+        self.real_node_of(instance)
+            .disk()
+            .join(ns)
+            .join(&instance.volumes[0].persistence_id)
     }
 
     /// `kubectl` against this plane.

@@ -113,6 +113,26 @@ pub fn in_state(status: &StatefulAppStatus, state: InstanceState) -> Vec<&Instan
         .collect()
 }
 
+/// Waits for an Event in `ns` with `reason` (and, if given, of `type_`);
+/// returns it.
+pub async fn wait_for_event(
+    client: &Client,
+    ns: &str,
+    reason: &str,
+    type_: Option<&str>,
+    timeout: Duration,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    wait_until(timeout, &format!("a {reason} Event"), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && type_.is_none_or(|t| e.type_.as_deref() == Some(t))
+        })
+    })
+    .await
+}
+
 /// Waits for `path` to exist (the agent creates directories asynchronously).
 pub async fn wait_for_dir(path: &std::path::Path) {
     wait_until(WAIT, &format!("directory {}", path.display()), || async {
