@@ -72,6 +72,13 @@ struct ControllerArgs {
     /// the same time).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_reconciles: u16,
+    /// PriorityClass of the pods that hold a stopped instance's resources
+    /// (the chart installs it; ordinary pods must not outrank it).
+    #[arg(long, default_value = "statefulapp-reservation")]
+    reservation_priority_class: String,
+    /// Image of those pods: a pause image the nodes already have.
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
+    reservation_image: String,
 }
 
 #[derive(Args)]
@@ -148,6 +155,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (mut ctx, feeds) =
         controller::Context::new(client.clone(), args.storage_class, metrics.clone());
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    ctx.reservations = controller::reservation::ReservationConfig {
+        priority_class: args.reservation_priority_class,
+        image: args.reservation_image,
+    };
     let ctx = Arc::new(ctx);
     let provisioner = Arc::new(provisioner::Provisioner {
         client: client.clone(),

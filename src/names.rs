@@ -19,11 +19,23 @@ pub const LABEL_VOLUME: &str = "statefulapp.io/volume";
 pub const LABEL_NAMESPACE: &str = "statefulapp.io/namespace";
 /// Label on persistent volumes: the node holding the data.
 pub const LABEL_NODE: &str = "statefulapp.io/node";
+/// Label on reservation pods: the app whose stopped instance they hold
+/// resources for. Not `statefulapp.io/app`: a Service, a
+/// PodDisruptionBudget or an autoscaler selecting the app's pods must never
+/// count a reservation.
+pub const LABEL_RESERVED_FOR: &str = "statefulapp.io/reserved-for";
 
-/// Annotation on claims and volumes: `<app>#<volume>#<uuid>`.
 /// Set on a claim by kube-scheduler: the node chosen for its first consumer.
 pub const ANNOTATION_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// Annotation on claims and volumes: `<app>#<volume>#<uuid>`.
 pub const ANNOTATION_PERSISTENCE_ID: &str = "statefulapp.io/persistence-id";
+/// Annotation on reservation pods: hash of what they hold (node, resources,
+/// tolerations); a reservation of another hash is replaced.
+pub const ANNOTATION_RESERVATION_HASH: &str = "statefulapp.io/reservation-hash";
+/// Annotation on a reservation pod made to win back capacity the kubelet
+/// refused the instance's pod (value: the refusal): it is kept until it is
+/// placed, preempting ordinary pods if it must.
+pub const ANNOTATION_RECLAIMING: &str = "statefulapp.io/reclaiming";
 /// Annotation on pods: hash of the template they were built from.
 pub const ANNOTATION_TEMPLATE_HASH: &str = "statefulapp.io/template-hash";
 /// Annotation the operator puts on claims and volumes whose instance is
@@ -193,6 +205,11 @@ pub fn pod_name(instance: &InstanceId) -> String {
     format!("{}-{}", instance.app, instance.uuid.hyphenated())
 }
 
+/// Reservation pod of a stopped instance: `<app>-<uuid>-reserved`.
+pub fn reservation_pod_name(instance: &InstanceId) -> String {
+    format!("{}-reserved", pod_name(instance))
+}
+
 /// Claim of one volume of an instance: `<app>-<uuid>-<volume>`.
 pub fn claim_name(instance: &InstanceId, volume: &str) -> String {
     format!("{}-{}-{}", instance.app, instance.uuid.hyphenated(), volume)
@@ -260,6 +277,7 @@ mod tests {
         let id = InstanceId::new(&app, Uuid::new_v4());
         let volume = "v".repeat(32);
         assert!(pod_name(&id).len() <= 253);
+        assert!(reservation_pod_name(&id).len() <= 253);
         assert!(claim_name(&id, &volume).len() <= 253);
         assert!(is_dns_label(&volume_name(&PersistenceId::of(&id, &volume))));
     }

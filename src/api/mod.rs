@@ -5,7 +5,10 @@ mod spec;
 mod status;
 
 pub use spec::{
-    KillSelection, NodeLossAction, NodeLossPolicy, StatefulApp, StatefulAppSpec, UpgradeStrategy,
-    VolumeSpec,
+    KillSelection, NodeLossAction, NodeLossPolicy, Reservation, ReservedResources, StatefulApp,
+    StatefulAppSpec, UpgradeStrategy, VolumeSpec,
 };
-pub use status::{InstanceState, InstanceStatus, StatefulAppStatus, VolumeStatus};
+pub use status::{
+    InstanceState, InstanceStatus, ReservationState, ReservationStatus, StatefulAppStatus,
+    VolumeStatus,
+};

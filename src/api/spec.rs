@@ -67,6 +67,32 @@ pub struct StatefulAppSpec {
     /// What to do with an instance whose node is lost.
     #[serde(default)]
     pub node_loss_policy: NodeLossPolicy,
+
+    /// What a stopped instance keeps on its node besides its volumes.
+    #[serde(default)]
+    pub reservation: Reservation,
+}
+
+/// Marathon reserves everything a resident task needs, so that it can be
+/// relaunched on its node: by default a stopped instance keeps its CPU,
+/// memory and extended resources there, held by a reservation pod.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    #[serde(default)]
+    pub resources: ReservedResources,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReservedResources {
+    /// A stopped instance's resource requests stay held on its node (a
+    /// reservation pod of the pause image, which ordinary pods cannot
+    /// preempt); its restart takes them over without a scheduling round.
+    #[default]
+    Hold,
+    /// A stopped instance keeps only its volumes; its restart waits for
+    /// room on its node.
+    Release,
 }
 
 /// A persistent local volume (Marathon `persistent` volume).

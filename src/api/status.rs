@@ -55,6 +55,32 @@ pub struct InstanceStatus {
     #[serde(default)]
     pub ready: bool,
     pub volumes: Vec<VolumeStatus>,
+    /// The resources held on its node while it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<ReservationStatus>,
+}
+
+/// A stopped instance's reservation: a pod of the pause image that holds
+/// the instance's resource requests on its node.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationStatus {
+    /// The reservation pod (`kubectl describe node` lists it).
+    pub pod: String,
+    pub state: ReservationState,
+    /// What it holds: the instance pod's requests (`cpu`, `memory`, ...).
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReservationState {
+    /// Placed on the node: the resources are held.
+    Held,
+    /// Waiting to be placed (for room, preempting ordinary pods if it must).
+    Pending,
+    /// Being released (the instance starts, or the reservation changes).
+    Releasing,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -17,11 +17,13 @@ use super::expectations::{Effect, Expectations, Kind};
 use super::observed::Observed;
 use super::observed::{ClaimView, VolumeView};
 use super::plan::{Action, StopReason};
+use super::reservation::{ReservationConfig, reservation_spec};
 use crate::api::StatefulApp;
 use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID,
-    ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE,
-    LABEL_VOLUME, PersistenceId, claim_name, patch_params, pod_name, post_params,
+    ANNOTATION_RECLAIMING, ANNOTATION_RESERVATION_HASH, ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_RESERVED_FOR, LABEL_VOLUME,
+    PersistenceId, claim_name, patch_params, pod_name, post_params, reservation_pod_name,
 };
 use crate::{Error, Result};
 
@@ -30,6 +32,7 @@ pub struct Applier<'a> {
     pub app: &'a StatefulApp,
     pub observed: &'a Observed,
     pub storage_class: &'a str,
+    pub reservations: &'a ReservationConfig,
     /// Where each write's effect is recorded, under `key` (`namespace/app`).
     pub expectations: &'a Expectations,
     pub key: &'a str,
@@ -97,11 +100,28 @@ impl Applier<'_> {
                 )?;
                 self.expect(Kind::Volume, volume_object, Effect::ClaimRef(claim.clone()));
             }
-            Action::CreatePod { instance } => {
-                let pod = self.pod(*instance)?;
+            Action::CreatePod { instance, node } => {
+                let mut pod = self.pod(*instance)?;
+                if let Some(spec) = pod.spec.as_mut() {
+                    spec.node_name = node.clone();
+                }
                 if created(pods.create(&post_params(), &pod).await)? {
                     self.expect(Kind::Pod, &pod.name_any(), Effect::Present);
                 }
+            }
+            Action::CreateReservation {
+                instance,
+                node,
+                reclaim,
+            } => {
+                let pod = self.reservation(*instance, node, reclaim.as_deref())?;
+                if created(pods.create(&post_params(), &pod).await)? {
+                    self.expect(Kind::Reservation, &pod.name_any(), Effect::Present);
+                }
+            }
+            Action::DeleteReservation { pod, .. } => {
+                ignore_missing(pods.delete(pod, &DeleteParams::default()).await.map(|_| ()))?;
+                self.expect(Kind::Reservation, pod, Effect::Gone);
             }
             Action::DeletePod { pod, reason, .. } => {
                 // No kubelet will confirm the deletion of a pod on a lost node.
@@ -223,6 +243,38 @@ impl Applier<'_> {
             },
         });
         Ok(serde_json::from_value(claim)?)
+    }
+
+    /// The pod that holds a stopped instance's resources on `node`.
+    fn reservation(&self, uuid: Uuid, node: &str, reclaim: Option<&str>) -> Result<Pod> {
+        let instance = self.instance(uuid);
+        let template = self.app.spec.template.spec.clone().unwrap_or_default();
+        let owner = self
+            .app
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Invalid("StatefulApp has no uid".into()))?;
+        let mut annotations = BTreeMap::from([(
+            ANNOTATION_RESERVATION_HASH.to_string(),
+            self.observed.app.reservation_hash.clone(),
+        )]);
+        if let Some(reason) = reclaim {
+            annotations.insert(ANNOTATION_RECLAIMING.to_string(), reason.to_string());
+        }
+        Ok(Pod {
+            metadata: ObjectMeta {
+                name: Some(reservation_pod_name(&instance)),
+                namespace: Some(self.namespace()),
+                owner_references: Some(vec![owner]),
+                labels: Some(BTreeMap::from([
+                    (LABEL_RESERVED_FOR.to_string(), self.app.name_any()),
+                    (LABEL_INSTANCE.to_string(), uuid.hyphenated().to_string()),
+                ])),
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            spec: Some(reservation_spec(&template, node, self.reservations)),
+            status: None,
+        })
     }
 
     fn pod(&self, uuid: Uuid) -> Result<Pod> {

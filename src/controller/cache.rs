@@ -1,5 +1,5 @@
-//! Watched caches of what the controller reads: the pods, claims and volumes
-//! of StatefulApps (by label, grouped by app), and the nodes. One watch per
+//! Watched caches of what the controller reads: the pods, reservation pods,
+//! claims and volumes of StatefulApps (by label, grouped by app), and the nodes. One watch per
 //! kind feeds both a cache and the controller's triggers; reconciles read
 //! the caches, so a busy app costs the API server no lists. The caches keep
 //! what [`super::observe`] reads: partial objects ([`super::cached`]) of
@@ -18,12 +18,12 @@ use serde::de::DeserializeOwned;
 
 use super::by_app::{AppKey, ByApp, FileAs, by_app};
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
-use super::entries::{ClaimEntry, PodEntry, VolumeEntry};
+use super::entries::{ClaimEntry, PodEntry, ReservationEntry, VolumeEntry};
 use super::namespaces::{self, NamespaceStore};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
-use crate::names::{LABEL_APP, LABEL_NAMESPACE};
+use crate::names::{LABEL_APP, LABEL_NAMESPACE, LABEL_RESERVED_FOR};
 use crate::watch::errors_logged;
 
 /// Objects of one kind as the watch delivers them, for the
@@ -36,6 +36,7 @@ pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
 pub struct Caches {
     apps: Store<StatefulApp>,
     pods: ByApp<PodEntry>,
+    reservations: ByApp<ReservationEntry>,
     claims: ByApp<ClaimEntry>,
     volumes: ByApp<VolumeEntry>,
     nodes: NodeStore,
@@ -46,6 +47,9 @@ pub struct Caches {
 pub struct Feeds {
     pub apps: Updates<StatefulApp>,
     pub pods: Updates<CachedPod>,
+    /// Reservation pods of stopped instances (their own label: they are
+    /// not the app's pods).
+    pub reservations: Updates<CachedPod>,
     pub claims: Updates<CachedClaim>,
     pub volumes: Updates<CachedVolume>,
     /// One item per node readiness change.
@@ -59,6 +63,9 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let all = watcher::Config::default;
     let (apps, apps_feed) = cached(Api::all(client.clone()), all(), slim_app);
     let (pods, pods_feed) = grouped(Api::all(client.clone()), labelled(), pod_entry);
+    let reserving = watcher::Config::default().labels(LABEL_RESERVED_FOR);
+    let (reservations, reservations_feed) =
+        grouped(Api::all(client.clone()), reserving, reservation_entry);
     let (claims, claims_feed) = grouped(Api::all(client.clone()), labelled(), claim_entry);
     let (volumes, volumes_feed) = grouped(Api::all(client.clone()), labelled(), volume_entry);
     let nodes = NodeCache::new(client.clone());
@@ -66,6 +73,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let caches = Caches {
         apps,
         pods,
+        reservations,
         claims,
         volumes,
         nodes: nodes.store,
@@ -74,6 +82,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let feeds = Feeds {
         apps: apps_feed,
         pods: pods_feed,
+        reservations: reservations_feed,
         claims: claims_feed,
         volumes: volumes_feed,
         node_changes: nodes.readiness_changes,
@@ -122,6 +131,16 @@ fn pod_entry(pod: &CachedPod) -> Option<(AppKey, PodEntry)> {
     Some((in_its_namespace(pod)?, pod.into()))
 }
 
+fn reservation_entry(pod: &CachedPod) -> Option<(AppKey, ReservationEntry)> {
+    Some((reserved_for(pod)?, pod.into()))
+}
+
+/// The app a reservation pod holds resources for.
+pub(super) fn reserved_for<K: Resource>(object: &K) -> Option<AppKey> {
+    let app = object.labels().get(LABEL_RESERVED_FOR)?;
+    Some((object.namespace()?, app.clone()))
+}
+
 fn claim_entry(claim: &CachedClaim) -> Option<(AppKey, ClaimEntry)> {
     Some((in_its_namespace(claim)?, claim.into()))
 }
@@ -165,6 +184,7 @@ impl Caches {
     /// a reconcile waiting for a cache would keep it from filling.
     pub fn ready(&self) -> bool {
         self.pods.ready()
+            && self.reservations.ready()
             && self.claims.ready()
             && self.volumes.ready()
             && self.nodes.ready()
@@ -180,6 +200,7 @@ impl Caches {
         }
         Some(ClusterObjects {
             pods: self.pods.of_app(ns, name),
+            reservations: self.reservations.of_app(ns, name),
             claims: self.claims.of_app(ns, name),
             volumes: self.volumes.of_app(ns, name),
             nodes: self.nodes.snapshot(),

@@ -30,6 +30,8 @@ pub struct PodPlacement {
 #[serde(rename_all = "camelCase")]
 pub struct PodState {
     pub phase: Option<String>,
+    /// Why a pod failed, e.g. the kubelet's `OutOfcpu` when it refused it.
+    pub reason: Option<String>,
     pub start_time: Option<Time>,
     #[serde(default)]
     pub conditions: Vec<Condition>,

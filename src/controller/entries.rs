@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
-use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP};
+use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_RESERVED_FOR};
 
 /// An object's metadata, as far as the controller reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,6 +78,9 @@ pub struct PodEntry {
     /// Whether a StatefulApp of the pod's `statefulapp.io/app` label is
     /// its controller (ownerReference): only then is it an instance's pod.
     pub owned: bool,
+    /// The kubelet refused the pod for want of a resource on its node
+    /// (`OutOfcpu`, `OutOfmemory`, ...): the reason.
+    pub refused: Option<String>,
 }
 
 impl From<&CachedPod> for PodEntry {
@@ -88,14 +91,39 @@ impl From<&CachedPod> for PodEntry {
             phase: pod.status.phase.clone(),
             ready: pod.status.ready(),
             started_at: pod.status.start_time.as_ref().map(|t: &Time| t.0),
-            owned: controlled_by_its_app(&pod.metadata),
+            owned: controlled_by_its_app(&pod.metadata, LABEL_APP),
+            refused: pod.status.reason.clone().filter(|r| {
+                pod.status.phase.as_deref() == Some("Failed") && r.starts_with("OutOf")
+            }),
         }
     }
 }
 
-/// Whether the object's controller is the StatefulApp its label names.
-fn controlled_by_its_app(meta: &ObjectMeta) -> bool {
-    let Some(app) = meta.labels.as_ref().and_then(|l| l.get(LABEL_APP)) else {
+/// A reservation pod: whether it is placed on its node, and running.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReservationEntry {
+    pub meta: Meta,
+    pub node_name: Option<String>,
+    pub running: bool,
+    /// Whether the StatefulApp its `statefulapp.io/reserved-for` label
+    /// names is its controller: only then is it that app's reservation.
+    pub owned: bool,
+}
+
+impl From<&CachedPod> for ReservationEntry {
+    fn from(pod: &CachedPod) -> ReservationEntry {
+        ReservationEntry {
+            meta: Meta::of(&pod.metadata),
+            node_name: pod.spec.node_name.clone(),
+            running: pod.status.phase.as_deref() == Some("Running"),
+            owned: controlled_by_its_app(&pod.metadata, LABEL_RESERVED_FOR),
+        }
+    }
+}
+
+/// Whether the object's controller is the StatefulApp its `label` names.
+fn controlled_by_its_app(meta: &ObjectMeta, label: &str) -> bool {
+    let Some(app) = meta.labels.as_ref().and_then(|l| l.get(label)) else {
         return false;
     };
     meta.owner_references.iter().flatten().any(|owner| {
@@ -182,6 +210,25 @@ mod tests {
         assert_eq!(entry.phase.as_deref(), Some("Running"));
         assert!(entry.ready);
         assert!(entry.started_at.is_some());
+        assert!(entry.refused.is_none());
+    }
+
+    #[test]
+    fn a_pod_the_kubelet_refused_for_want_of_resources_is_told_apart() {
+        let pod = |phase: &str, reason: &str| -> PodEntry {
+            let pod: CachedPod = serde_json::from_value(json!({
+                "metadata": { "name": "p" },
+                "status": { "phase": phase, "reason": reason },
+            }))
+            .unwrap();
+            PodEntry::from(&pod)
+        };
+        assert_eq!(
+            pod("Failed", "OutOfcpu").refused.as_deref(),
+            Some("OutOfcpu")
+        );
+        assert_eq!(pod("Failed", "Evicted").refused, None);
+        assert_eq!(pod("Pending", "OutOfcpu").refused, None);
     }
 
     #[test]

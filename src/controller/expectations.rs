@@ -20,6 +20,7 @@ pub const LAPSE: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Pod,
+    Reservation,
     Claim,
     Volume,
 }
@@ -106,6 +107,11 @@ fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
             .iter()
             .map(|o| &o.meta)
             .find(|m| m.name == name),
+        Kind::Reservation => objects
+            .reservations
+            .iter()
+            .map(|o| &o.meta)
+            .find(|m| m.name == name),
         Kind::Claim => objects
             .claims
             .iter()
@@ -145,6 +151,7 @@ mod tests {
                     Arc::new((&pod).into())
                 })
                 .collect(),
+            reservations: vec![],
             claims: claims
                 .iter()
                 .map(|(n, marked)| {

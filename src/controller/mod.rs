@@ -15,6 +15,7 @@ mod nodes;
 pub mod observe;
 pub mod observed;
 pub mod plan;
+pub mod reservation;
 pub mod status;
 pub mod wipe_request;
 
@@ -43,6 +44,7 @@ use self::events::Events;
 use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
 use self::plan::{Action, StopReason, plan};
+use self::reservation::ReservationConfig;
 use self::status::{StatusInput, compute_status, data_missing, failure_conditions};
 use self::wipe_request::{check_known, parse_wipe_annotation};
 use crate::api::{InstanceState, StatefulApp};
@@ -60,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<ControllerMetrics>,
     /// StorageClass of the claims the controller creates.
     pub storage_class: String,
+    /// What reservation pods of stopped instances are made of.
+    pub reservations: ReservationConfig,
     /// Apps reconciled at the same time (bounds memory and API load).
     pub max_concurrent_reconciles: u16,
     caches: Caches,
@@ -85,6 +89,7 @@ impl Context {
             metrics,
             client,
             storage_class,
+            reservations: ReservationConfig::default(),
             max_concurrent_reconciles: 16,
             caches,
             expectations: Expectations::default(),
@@ -112,6 +117,9 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
         // By label, not owner: a look-alike pod (our labels, not ours) is
         // reported on its app as soon as it appears.
         .watches_stream(feeds.pods, |pod| app_ref(cache::in_its_namespace(&pod)?))
+        .watches_stream(feeds.reservations, |pod| {
+            app_ref(cache::reserved_for(&pod)?)
+        })
         .watches_stream(feeds.claims, |claim| {
             app_ref(cache::in_its_namespace(&claim)?)
         })
@@ -229,7 +237,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
             .map(|id| id.uuid),
     );
     let wipe = check_known(request, &existing, &wiped);
-    let observed = observe(&app, &wipe, &objects, Timestamp::now());
+    let observed = observe(&app, &wipe, &objects, &ctx.reservations, Timestamp::now());
     let plan = plan(&observed, &mut Uuid::new_v4);
 
     let applier = Applier {
@@ -237,6 +245,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         app: &app,
         observed: &observed,
         storage_class: &ctx.storage_class,
+        reservations: &ctx.reservations,
         expectations: &ctx.expectations,
         key: &key,
     };
@@ -573,9 +582,46 @@ fn describe(app: &StatefulApp, action: &Action) -> (&'static str, String) {
             "ReattachingVolume",
             format!("binding {volume_object} to re-created claim {claim}"),
         ),
-        Action::CreatePod { instance } => {
-            ("Starting", format!("starting instance {}", id(instance)))
-        }
+        Action::CreatePod {
+            instance,
+            node: None,
+        } => ("Starting", format!("starting instance {}", id(instance))),
+        Action::CreatePod {
+            instance,
+            node: Some(node),
+        } => (
+            "Starting",
+            format!(
+                "starting instance {} on {node}, in the resources held for it",
+                id(instance)
+            ),
+        ),
+        Action::CreateReservation {
+            instance,
+            node,
+            reclaim: None,
+        } => (
+            "Reserving",
+            format!(
+                "holding the resources of stopped instance {} on {node}",
+                id(instance)
+            ),
+        ),
+        Action::CreateReservation {
+            instance,
+            node,
+            reclaim: Some(refused),
+        } => (
+            "Reclaiming",
+            format!(
+                "the kubelet on {node} refused instance {} ({refused}): reserving its resources again, preempting pods of lower priority if it must",
+                id(instance)
+            ),
+        ),
+        Action::DeleteReservation { instance, .. } => (
+            "Releasing",
+            format!("releasing the reservation of instance {}", id(instance)),
+        ),
         Action::DeletePod {
             instance, reason, ..
         } => {

@@ -1,7 +1,8 @@
 //! One watched cache of the cluster's nodes, shared by every reconcile.
 //!
-//! A reconcile needs only each node's name and Ready condition; the cache
-//! keeps nothing else (node objects carry images, addresses and managed
+//! A reconcile needs only each node's name, Ready condition, and whether
+//! pods may be bound to it directly (cordon, taints); the cache keeps
+//! nothing else (node objects carry images, addresses and managed
 //! fields, which at thousands of reconciles were most of the controller's
 //! memory and API traffic when nodes were listed each time).
 
@@ -10,12 +11,14 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+
+use super::reservation::NodePlacement;
 
 /// Read side of the cache.
 #[derive(Clone)]
@@ -69,7 +72,8 @@ impl NodeCache {
     }
 }
 
-/// Keeps the name and the Ready condition only.
+/// Keeps the name, the Ready condition, the cordon and the taints that
+/// keep pods off.
 fn trim(node: &mut Node) {
     let ready = node
         .status
@@ -82,11 +86,29 @@ fn trim(node: &mut Node) {
         resource_version: node.metadata.resource_version.take(),
         ..Default::default()
     };
-    node.spec = None;
+    node.spec = node.spec.take().map(|spec| NodeSpec {
+        unschedulable: spec.unschedulable,
+        taints: spec.taints.map(|taints| {
+            taints
+                .into_iter()
+                .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                .collect()
+        }),
+        ..Default::default()
+    });
     node.status = Some(NodeStatus {
         conditions: ready.map(|c| vec![c]),
         ..Default::default()
     });
+}
+
+/// Whether pods may be bound to the node without kube-scheduler.
+pub fn placement(node: &Node) -> NodePlacement {
+    let spec = node.spec.as_ref();
+    NodePlacement {
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+    }
 }
 
 fn is_ready(node: &Node) -> bool {
@@ -164,6 +186,25 @@ mod tests {
         assert!(status.images.is_none());
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
         assert!(is_ready(&n));
+    }
+
+    #[test]
+    fn trimming_keeps_the_cordon_and_the_taints_that_keep_pods_off() {
+        let mut n: Node = serde_json::from_value(json!({
+            "metadata": { "name": "n1" },
+            "spec": { "unschedulable": true, "podCIDR": "10.0.0.0/24", "taints": [
+                { "key": "a", "effect": "NoSchedule" },
+                { "key": "b", "effect": "PreferNoSchedule" },
+                { "key": "c", "effect": "NoExecute" },
+            ]},
+        }))
+        .unwrap();
+        trim(&mut n);
+        let placement = placement(&n);
+        assert!(placement.unschedulable);
+        let keys: Vec<&str> = placement.taints.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["a", "c"]);
+        assert!(n.spec.unwrap().pod_cidr.is_none());
     }
 
     #[test]

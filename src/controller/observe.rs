@@ -10,20 +10,25 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::entries::{ClaimEntry, Meta, PodEntry, VolumeEntry};
+use super::entries::{ClaimEntry, Meta, PodEntry, ReservationEntry, VolumeEntry};
+use super::nodes;
 use super::observed::{
-    AppView, ClaimView, ForeignVolume, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
+    AppView, ClaimView, ForeignVolume, InstanceView, Observed, OrphanedVolume, PodView,
+    ReservationView, VolumeView,
 };
+use super::reservation::{ReservationConfig, may_bind_directly, pod_requests, reservation_hash};
 use super::wipe_request::WipeRequest;
-use crate::api::StatefulApp;
+use crate::api::{ReservedResources, StatefulApp};
 use crate::names::{
     ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_DATA_MISSING, ANNOTATION_NAMESPACE_UID,
-    ANNOTATION_ORPHAN_MARK, ANNOTATION_SELECTED_NODE, ANNOTATION_TEMPLATE_HASH,
-    ANNOTATION_WIPE_MARK, ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
+    ANNOTATION_ORPHAN_MARK, ANNOTATION_RECLAIMING, ANNOTATION_RESERVATION_HASH,
+    ANNOTATION_SELECTED_NODE, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK,
+    ANNOTATION_WIPE_ON_DELETE, LABEL_INSTANCE, LABEL_NODE, LABEL_VOLUME,
 };
 
 pub struct ClusterObjects {
     pub pods: Vec<Arc<PodEntry>>,
+    pub reservations: Vec<Arc<ReservationEntry>>,
     pub claims: Vec<Arc<ClaimEntry>>,
     pub volumes: Vec<Arc<VolumeEntry>>,
     pub nodes: Vec<Arc<Node>>,
@@ -42,8 +47,10 @@ pub fn observe(
     app: &StatefulApp,
     wipe: &WipeRequest,
     objects: &ClusterObjects,
+    reservations: &ReservationConfig,
     now: Timestamp,
 ) -> Observed {
+    let pod_spec = app.spec.template.spec.clone().unwrap_or_default();
     let deleting = app.metadata.deletion_timestamp.is_some();
     let wipe_on_delete = app
         .annotations()
@@ -63,6 +70,12 @@ pub fn observe(
         node_loss: app.spec.node_loss_policy.clone(),
         wipe_requested: wipe.valid.iter().map(|id| id.uuid).collect(),
         wipe_all: deleting && wipe_on_delete,
+        hold_resources: !deleting && app.spec.reservation.resources == ReservedResources::Hold,
+        reservation_hash: reservation_hash(&pod_spec, reservations),
+        reserved_resources: pod_requests(&pod_spec)
+            .into_iter()
+            .map(|(name, q)| (name, q.0))
+            .collect(),
     };
 
     let mut observed = Observed {
@@ -76,6 +89,7 @@ pub fn observe(
         foreign_volumes: Vec::new(),
         adopting: BTreeSet::new(),
         lookalike_pods: Vec::new(),
+        direct_nodes: BTreeSet::new(),
         now,
     };
     let adopt_from = app.annotations().get(ANNOTATION_ADOPT_NAMESPACE_UID);
@@ -89,6 +103,9 @@ pub fn observe(
         match ready_condition {
             Some(c) if c.status == "True" => {
                 observed.ready_nodes.insert(name.clone());
+                if may_bind_directly(&pod_spec, &nodes::placement(node)) {
+                    observed.direct_nodes.insert(name.clone());
+                }
             }
             Some(c) => {
                 let since = c.last_transition_time.as_ref().map_or(now, |t| t.0);
@@ -222,6 +239,7 @@ pub fn observe(
             finished: phase == "Succeeded" || phase == "Failed",
             deleting: pod.meta.deleting,
             started_at: pod.started_at,
+            refused: pod.refused.clone(),
         };
         // A pod without claims or volumes belongs to no known instance: it
         // is listed so that it gets stopped, never adopted as a new instance.
@@ -230,6 +248,31 @@ pub fn observe(
             instance.node = view.node.clone();
         }
         instance.pod = Some(view);
+    }
+    for reservation in objects.reservations.iter().filter(|r| r.owned) {
+        let Some(uuid) = reservation
+            .meta
+            .label(LABEL_INSTANCE)
+            .and_then(|u| Uuid::parse_str(u).ok())
+        else {
+            continue;
+        };
+        let view = ReservationView {
+            name: reservation.meta.name.clone(),
+            placed: reservation.node_name.is_some(),
+            running: reservation.running,
+            hash: reservation
+                .meta
+                .annotation(ANNOTATION_RESERVATION_HASH)
+                .unwrap_or_default()
+                .to_owned(),
+            deleting: reservation.meta.deleting,
+            reclaiming: reservation.meta.has_annotation(ANNOTATION_RECLAIMING),
+            created: reservation.meta.created,
+        };
+        // Its age is not the instance's: a reservation of no known
+        // instance makes a remnant, which is released.
+        instance_entry(&mut observed, uuid, None).reservation = Some(view);
     }
     observed
 }

@@ -31,6 +31,9 @@ pub struct Observed {
     pub adopting: BTreeSet<String>,
     /// Pods with the app's labels that the app does not control: left alone.
     pub lookalike_pods: Vec<String>,
+    /// Ready nodes an instance pod of the app may be bound to directly
+    /// (not cordoned, taints tolerated, no node selection in the template).
+    pub direct_nodes: BTreeSet<String>,
     pub now: Timestamp,
 }
 
@@ -55,6 +58,12 @@ pub struct AppView {
     pub wipe_requested: BTreeSet<Uuid>,
     /// The app is being deleted with `wipe-on-delete`: wipe everything.
     pub wipe_all: bool,
+    /// Stopped instances keep their resources reserved on their node.
+    pub hold_resources: bool,
+    /// Hash of what a reservation of the current template holds.
+    pub reservation_hash: String,
+    /// What a reservation of the current template holds (for status).
+    pub reserved_resources: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +83,8 @@ pub struct InstanceView {
     pub claims: BTreeMap<String, ClaimView>,
     pub volumes: BTreeMap<String, VolumeView>,
     pub pod: Option<PodView>,
+    /// The pod holding its resources while it is stopped.
+    pub reservation: Option<ReservationView>,
 }
 
 impl InstanceView {
@@ -123,4 +134,19 @@ pub struct PodView {
     pub finished: bool,
     pub deleting: bool,
     pub started_at: Option<Timestamp>,
+    /// The kubelet refused it for want of a resource (`OutOfcpu`, ...).
+    pub refused: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ReservationView {
+    pub name: String,
+    /// Bound to its node (by kube-scheduler).
+    pub placed: bool,
+    pub running: bool,
+    pub hash: String,
+    pub deleting: bool,
+    /// Made to win back capacity the kubelet refused the instance's pod.
+    pub reclaiming: bool,
+    pub created: Option<Timestamp>,
 }

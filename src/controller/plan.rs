@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use super::observed::{InstanceView, Observed};
+use super::observed::{InstanceView, Observed, ReservationView};
 use crate::api::{KillSelection, NodeLossAction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,8 +23,23 @@ pub enum Action {
         volume_object: String,
         claim: String,
     },
+    /// Create the instance's pod; bound straight to `node` when its
+    /// resources were held there (no scheduling round).
     CreatePod {
         instance: Uuid,
+        node: Option<String>,
+    },
+    /// Hold a stopped instance's resources on its node. `reclaim`: the
+    /// kubelet refused the instance's pod for want of them (the reason).
+    CreateReservation {
+        instance: Uuid,
+        node: String,
+        reclaim: Option<String>,
+    },
+    /// Release a reservation (the instance starts, or it is no longer wanted).
+    DeleteReservation {
+        instance: Uuid,
+        pod: String,
     },
     DeletePod {
         instance: Uuid,
@@ -56,7 +71,9 @@ impl Action {
     pub fn instance(&self) -> Option<Uuid> {
         match self {
             Action::CreateClaim { instance, .. }
-            | Action::CreatePod { instance }
+            | Action::CreatePod { instance, .. }
+            | Action::CreateReservation { instance, .. }
+            | Action::DeleteReservation { instance, .. }
             | Action::DeletePod { instance, .. }
             | Action::MarkForWipe { instance }
             | Action::MarkOrphaned { instance }
@@ -72,6 +89,8 @@ impl Action {
             Action::CreateClaim { .. } => "CreateClaim",
             Action::RebindVolume { .. } => "RebindVolume",
             Action::CreatePod { .. } => "CreatePod",
+            Action::CreateReservation { .. } => "CreateReservation",
+            Action::DeleteReservation { .. } => "DeleteReservation",
             Action::DeletePod { .. } => "DeletePod",
             Action::MarkForWipe { .. } => "MarkForWipe",
             Action::MarkOrphaned { .. } => "MarkOrphaned",
@@ -144,6 +163,7 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
                 reason: StopReason::Wipe,
             });
         }
+        release(instance, &mut plan.actions);
     }
 
     let to_run = choose_instances_to_run(observed, &live);
@@ -151,14 +171,23 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
         ensure_claims(observed, instance, &mut plan.actions);
         let Some(pod) = &instance.pod else {
             if to_run.contains(&instance.uuid) {
-                plan.actions.push(Action::CreatePod {
-                    instance: instance.uuid,
-                });
+                start(observed, instance, &mut plan.actions);
+            } else {
+                hold(observed, instance, &mut plan.actions);
             }
             continue;
         };
         if pod.deleting {
             continue;
+        }
+        if !pod.finished {
+            // The pod holds the resources now: a reservation beside it
+            // would hold them twice.
+            release(instance, &mut plan.actions);
+        } else if let Some(refused) = &pod.refused
+            && to_run.contains(&instance.uuid)
+        {
+            reclaim(observed, instance, refused, &mut plan.actions);
         }
         let reason = if !to_run.contains(&instance.uuid) {
             Some(StopReason::ScaledDown)
@@ -188,7 +217,10 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
                 bind_to: None,
             });
         }
-        plan.actions.push(Action::CreatePod { instance: uuid });
+        plan.actions.push(Action::CreatePod {
+            instance: uuid,
+            node: None,
+        });
         plan.to_run.insert(uuid);
         plan.created.push(uuid);
     }
@@ -240,6 +272,7 @@ fn plan_replacement(instance: &InstanceView, actions: &mut Vec<Action>) {
             reason: StopReason::NodeLost,
         });
     }
+    release(instance, actions);
     for claim in instance
         .claims
         .values()
@@ -273,6 +306,7 @@ fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {
             reason: StopReason::Wipe,
         });
     }
+    release(instance, actions);
     for claim in instance
         .claims
         .values()
@@ -291,6 +325,88 @@ fn plan_wipe(instance: &InstanceView, actions: &mut Vec<Action>) {
         actions.push(Action::DeleteVolume {
             instance: instance.uuid,
             volume_object: volume.name.clone(),
+        });
+    }
+}
+
+/// How long a reservation made to win back refused capacity may wait to be
+/// placed before the instance's pod tries again without it.
+pub const RECLAIM_PATIENCE_SECONDS: i64 = 60;
+
+/// Starts an instance without a pod. Its reservation goes first, and the
+/// pod comes once it is gone: the capacity passes from one to the other,
+/// never held twice (the kubelet would refuse the pod). The pod is bound
+/// straight to the node the reservation held.
+fn start(observed: &Observed, instance: &InstanceView, actions: &mut Vec<Action>) {
+    match &instance.reservation {
+        Some(r) if r.deleting => {}
+        Some(r) if r.reclaiming && !r.placed && !reclaim_expired(observed, r) => {}
+        Some(r) => actions.push(Action::DeleteReservation {
+            instance: instance.uuid,
+            pod: r.name.clone(),
+        }),
+        None => actions.push(Action::CreatePod {
+            instance: instance.uuid,
+            node: direct_node(observed, instance),
+        }),
+    }
+}
+
+fn reclaim_expired(observed: &Observed, reservation: &ReservationView) -> bool {
+    reservation.created.is_none_or(|created| {
+        observed.now.as_second() - created.as_second() >= RECLAIM_PATIENCE_SECONDS
+    })
+}
+
+/// The node an instance's pod is bound to without kube-scheduler: its own,
+/// when its resources were held there and the node takes pods.
+fn direct_node(observed: &Observed, instance: &InstanceView) -> Option<String> {
+    let node = instance.node.as_ref()?;
+    (observed.app.hold_resources && observed.direct_nodes.contains(node)).then(|| node.clone())
+}
+
+/// Keeps a stopped instance's resources held on its node (or released,
+/// as the app asks); a reservation of an older template is replaced.
+fn hold(observed: &Observed, instance: &InstanceView, actions: &mut Vec<Action>) {
+    let node = instance
+        .node
+        .as_ref()
+        .filter(|n| observed.app.hold_resources && observed.known_nodes.contains(*n));
+    match (&instance.reservation, node) {
+        (None, Some(node)) => actions.push(Action::CreateReservation {
+            instance: instance.uuid,
+            node: node.clone(),
+            reclaim: None,
+        }),
+        (Some(r), Some(_)) if r.hash != observed.app.reservation_hash => release(instance, actions),
+        (Some(_), None) => release(instance, actions),
+        _ => {}
+    }
+}
+
+/// The kubelet refused the instance's pod for want of resources (another
+/// pod took them in the instant they were free): a reservation wins them
+/// back, preempting ordinary pods, and the pod follows once it is placed.
+fn reclaim(observed: &Observed, instance: &InstanceView, refused: &str, actions: &mut Vec<Action>) {
+    if let Some(node) = instance
+        .node
+        .as_ref()
+        .filter(|_| observed.app.hold_resources)
+        && instance.reservation.is_none()
+    {
+        actions.push(Action::CreateReservation {
+            instance: instance.uuid,
+            node: node.clone(),
+            reclaim: Some(refused.to_string()),
+        });
+    }
+}
+
+fn release(instance: &InstanceView, actions: &mut Vec<Action>) {
+    if let Some(r) = instance.reservation.as_ref().filter(|r| !r.deleting) {
+        actions.push(Action::DeleteReservation {
+            instance: instance.uuid,
+            pod: r.name.clone(),
         });
     }
 }

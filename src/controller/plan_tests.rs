@@ -238,12 +238,215 @@ fn node_loss_with_replace_starts_a_new_instance_and_keeps_the_old_volumes() {
     assert!(world.destroyed.is_empty(), "no data destroyed");
 }
 
+fn reservation_actions(world: &mut World) -> Vec<Action> {
+    world
+        .plan()
+        .actions
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::CreateReservation { .. }
+                    | Action::DeleteReservation { .. }
+                    | Action::CreatePod { .. }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_stopped_instance_holds_its_resources_on_its_node() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    let node = world.observed.instances[&uuid].node.clone().unwrap();
+    world.observed.app.desired = 0;
+    world.converge();
+    let instance = &world.observed.instances[&uuid];
+    assert!(instance.pod.is_none());
+    let reservation = instance.reservation.as_ref().expect("a reservation");
+    assert!(reservation.placed && !reservation.deleting);
+    assert_eq!(instance.node.as_ref(), Some(&node));
+}
+
+#[test]
+fn a_restart_releases_the_reservation_then_binds_the_pod_to_its_node() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    let node = world.observed.instances[&uuid].node.clone().unwrap();
+    world.observed.app.desired = 0;
+    world.converge();
+    world.observed.app.desired = 1;
+    let first = world.plan();
+    assert!(first.created.is_empty(), "the stopped instance is reused");
+    assert!(
+        matches!(first.actions[..], [Action::DeleteReservation { instance, .. }] if instance == uuid),
+        "the reservation goes first, alone: {:?}",
+        first.actions
+    );
+    for action in &first.actions {
+        world.apply(action);
+    }
+    // Still on its way out: the pod waits (it would be held twice).
+    assert!(reservation_actions(&mut world).is_empty());
+    world.step();
+    assert_eq!(
+        reservation_actions(&mut world),
+        [Action::CreatePod {
+            instance: uuid,
+            node: Some(node)
+        }],
+        "bound straight to its node, no scheduling round"
+    );
+    world.converge();
+    assert_eq!(world.running(), 1);
+    assert!(world.observed.instances[&uuid].reservation.is_none());
+}
+
+#[test]
+fn release_keeps_only_the_volumes_and_a_changed_setting_releases() {
+    let mut world = world_with(2);
+    world.observed.app.desired = 0;
+    world.converge();
+    assert!(
+        world
+            .observed
+            .instances
+            .values()
+            .all(|i| i.reservation.is_some())
+    );
+    world.observed.app.hold_resources = false;
+    world.converge();
+    for instance in world.observed.instances.values() {
+        assert!(instance.reservation.is_none());
+        assert_eq!(instance.volumes.len(), 2, "the volumes stay");
+    }
+    // Without held resources, a restart goes through kube-scheduler.
+    world.observed.app.desired = 1;
+    let plan = world.plan();
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { node: None, .. }))
+    );
+}
+
+#[test]
+fn a_reservation_of_other_requests_is_replaced() {
+    let mut world = world_with(1);
+    world.observed.app.desired = 0;
+    world.converge();
+    world.observed.app.reservation_hash = "r2".into();
+    let plan = world.plan();
+    assert!(matches!(
+        plan.actions[..],
+        [Action::DeleteReservation { .. }]
+    ));
+    world.converge();
+    let instance = world.observed.instances.values().next().unwrap();
+    assert_eq!(instance.reservation.as_ref().unwrap().hash, "r2");
+}
+
+#[test]
+fn wiping_a_stopped_instance_releases_its_reservation() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    world.observed.app.desired = 0;
+    world.converge();
+    world.observed.app.wipe_requested.insert(uuid);
+    let plan = world.plan();
+    assert!(plan.actions.contains(&Action::DeleteReservation {
+        instance: uuid,
+        pod: format!("reservation-{uuid}"),
+    }));
+    world.converge();
+    assert!(world.observed.instances.is_empty());
+}
+
+#[test]
+fn capacity_refused_by_the_kubelet_is_won_back_by_a_reservation() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    let node = world.observed.instances[&uuid].node.clone().unwrap();
+    world.observed.app.desired = 0;
+    world.converge();
+    world.observed.app.desired = 1;
+    world.refuse_next = 1;
+    // The reservation goes, the pod is bound and refused (OutOfcpu).
+    for _ in 0..2 {
+        for action in world.plan().actions {
+            world.apply(&action);
+        }
+        world.step();
+    }
+    // The node stays full until the reservation has preempted its way in.
+    world.full_nodes.insert(node.clone());
+    world.step();
+    let plan = world.plan();
+    assert!(
+        plan.actions.contains(&Action::CreateReservation {
+            instance: uuid,
+            node: node.clone(),
+            reclaim: Some("OutOfcpu".into()),
+        }),
+        "{:?}",
+        plan.actions
+    );
+    for action in &plan.actions {
+        world.apply(action);
+    }
+    world.step();
+    // Waiting to be placed: the pod does not try again meanwhile.
+    assert!(reservation_actions(&mut world).is_empty());
+    world.full_nodes.clear();
+    world.step();
+    world.converge();
+    assert_eq!(world.running(), 1);
+    let instance = &world.observed.instances[&uuid];
+    assert_eq!(instance.pod.as_ref().unwrap().node.as_ref(), Some(&node));
+    assert!(instance.reservation.is_none());
+}
+
+#[test]
+fn a_reclaim_that_cannot_be_placed_gives_way_after_a_while() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    let node = world.observed.instances[&uuid].node.clone().unwrap();
+    world.observed.app.desired = 0;
+    world.converge();
+    world.observed.app.desired = 1;
+    world.refuse_next = 1;
+    world.full_nodes.insert(node);
+    for _ in 0..4 {
+        for action in world.plan().actions {
+            world.apply(&action);
+        }
+        world.step();
+    }
+    assert!(
+        world.observed.instances[&uuid]
+            .reservation
+            .as_ref()
+            .unwrap()
+            .reclaiming
+    );
+    assert!(reservation_actions(&mut world).is_empty());
+    world.advance(super::plan::RECLAIM_PATIENCE_SECONDS);
+    assert!(matches!(
+        reservation_actions(&mut world)[..],
+        [Action::DeleteReservation { .. }]
+    ));
+}
+
 #[derive(Clone, Debug)]
 enum Change {
     Scale(usize),
     Wipe(usize),
     Template(u8),
     KillSelection(bool),
+    HoldResources(bool),
+    Requests(u8),
+    /// The kubelet refuses the next pods bound to it.
+    Refuse(usize),
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -252,6 +455,9 @@ fn change() -> impl Strategy<Value = Change> {
         1 => (0usize..8).prop_map(Change::Wipe),
         1 => (0u8..3).prop_map(Change::Template),
         1 => any::<bool>().prop_map(Change::KillSelection),
+        1 => any::<bool>().prop_map(Change::HoldResources),
+        1 => (0u8..3).prop_map(Change::Requests),
+        1 => (1usize..3).prop_map(Change::Refuse),
     ]
 }
 
@@ -275,6 +481,9 @@ proptest! {
                 Change::Template(v) => world.observed.app.template_hash = format!("v{v}"),
                 Change::KillSelection(oldest) => world.observed.app.kill_selection =
                     if *oldest { KillSelection::OldestFirst } else { KillSelection::YoungestFirst },
+                Change::HoldResources(hold) => world.observed.app.hold_resources = *hold,
+                Change::Requests(v) => world.observed.app.reservation_hash = format!("r{v}"),
+                Change::Refuse(n) => world.refuse_next = *n,
                 Change::Wipe(i) => {
                     let live = world.live();
                     if !live.is_empty() {
@@ -324,6 +533,21 @@ proptest! {
             }
             for (uuid, by_wipe) in &world.destroyed {
                 prop_assert!(*by_wipe, "data of {} destroyed without a wipe", uuid);
+            }
+            // Reservations (I3): every stopped instance holds its resources
+            // on its node when the app asks, with the current requests; no
+            // running instance holds them twice.
+            let app = &world.observed.app;
+            for instance in world.observed.instances.values() {
+                let running = instance.pod.as_ref().is_some_and(|p| p.running && !p.deleting);
+                match &instance.reservation {
+                    Some(r) => {
+                        prop_assert!(!running, "{} runs beside its reservation", instance.uuid);
+                        prop_assert!(app.hold_resources && r.placed && r.hash == app.reservation_hash);
+                    }
+                    None => prop_assert!(running || !app.hold_resources,
+                        "stopped {} holds nothing", instance.uuid),
+                }
             }
         }
     }

@@ -8,7 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
 use super::observed::{
-    AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, VolumeView,
+    AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, ReservationView,
+    VolumeView,
 };
 use super::plan::{Action, Plan, plan};
 use crate::api::{KillSelection, NodeLossPolicy};
@@ -22,6 +23,12 @@ pub struct World {
     pub first_node: BTreeMap<Uuid, String>,
     /// Instances whose data was destroyed, and whether a wipe asked for it.
     pub destroyed: Vec<(Uuid, bool)>,
+    /// Pods bound straight to a node that its kubelet refuses next (another
+    /// pod took the resources in the instant they were free).
+    pub refuse_next: usize,
+    /// Nodes where reservations cannot be placed (full of pods that
+    /// outrank them).
+    pub full_nodes: BTreeSet<String>,
 }
 
 impl World {
@@ -39,6 +46,9 @@ impl World {
                     node_loss: NodeLossPolicy::default(),
                     wipe_requested: BTreeSet::new(),
                     wipe_all: false,
+                    hold_resources: true,
+                    reservation_hash: "r1".into(),
+                    reserved_resources: BTreeMap::new(),
                 },
                 instances: BTreeMap::new(),
                 ready_nodes: names.iter().cloned().collect(),
@@ -49,6 +59,7 @@ impl World {
                 foreign_volumes: Vec::new(),
                 adopting: BTreeSet::new(),
                 lookalike_pods: Vec::new(),
+                direct_nodes: names.iter().cloned().collect(),
                 now: Timestamp::from_second(1_700_000_000).unwrap(),
             },
             nodes: names,
@@ -56,6 +67,8 @@ impl World {
             clock: 0,
             first_node: BTreeMap::new(),
             destroyed: Vec::new(),
+            refuse_next: 0,
+            full_nodes: BTreeSet::new(),
         }
     }
 
@@ -104,15 +117,55 @@ impl World {
                     }
                 }
             }
-            Action::CreatePod { instance } => {
+            Action::CreatePod { instance, node } => {
                 if let Some(view) = instances.get_mut(instance)
                     && view.pod.is_none()
                 {
+                    // Never beside its own reservation (it would hold the
+                    // resources twice), and only on the instance's node.
+                    assert!(
+                        view.reservation.is_none(),
+                        "pod of {instance} created beside its reservation"
+                    );
+                    if let Some(node) = node {
+                        assert_eq!(view.node.as_ref(), Some(node), "bound off its node (I2)");
+                    }
                     view.pod = Some(PodView {
                         name: format!("pod-{instance}"),
                         template_hash: hash,
+                        node: node.clone(),
                         ..Default::default()
                     });
+                }
+            }
+            Action::CreateReservation {
+                instance,
+                node,
+                reclaim,
+            } => {
+                if let Some(view) = instances.get_mut(instance)
+                    && view.reservation.is_none()
+                {
+                    assert!(
+                        view.pod.as_ref().is_none_or(|p| p.finished || p.deleting),
+                        "reservation of {instance} made beside its live pod"
+                    );
+                    assert_eq!(view.node.as_ref(), Some(node), "reserved off its node");
+                    view.reservation = Some(ReservationView {
+                        name: format!("reservation-{instance}"),
+                        hash: self.observed.app.reservation_hash.clone(),
+                        reclaiming: reclaim.is_some(),
+                        created: Some(now),
+                        ..Default::default()
+                    });
+                }
+            }
+            Action::DeleteReservation { instance, .. } => {
+                if let Some(r) = instances
+                    .get_mut(instance)
+                    .and_then(|i| i.reservation.as_mut())
+                {
+                    r.deleting = true;
                 }
             }
             Action::DeletePod { instance, .. } => {
@@ -170,12 +223,37 @@ impl World {
             if view.pod.as_ref().is_some_and(|p| p.deleting) {
                 view.pod = None;
             }
+            // Reservations are placed on their node, or go once deleted.
+            if view.reservation.as_ref().is_some_and(|r| r.deleting) {
+                view.reservation = None;
+            }
+            if let Some(r) = view.reservation.as_mut()
+                && view
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| ready_nodes.contains(n) && !self.full_nodes.contains(n))
+            {
+                r.placed = true;
+                r.running = true;
+            }
             // The scheduler: a pod with all its claims is placed on the
             // volumes' node, or (first time) on some node.
             let claims_complete =
                 view.claims.len() == 2 && view.claims.values().all(|c| !c.deleting);
+            // The kubelet refuses a pod bound to it without room.
+            if let Some(pod) = view.pod.as_mut()
+                && pod.node.is_some()
+                && !pod.running
+                && !pod.finished
+                && self.refuse_next > 0
+            {
+                self.refuse_next -= 1;
+                pod.finished = true;
+                pod.refused = Some("OutOfcpu".into());
+            }
             if let Some(pod) = view.pod.as_mut()
                 && !pod.running
+                && !pod.finished
                 && claims_complete
             {
                 let node = view
@@ -230,7 +308,11 @@ impl World {
                     });
                 }
             }
-            if view.claims.is_empty() && view.volumes.is_empty() && view.pod.is_none() {
+            if view.claims.is_empty()
+                && view.volumes.is_empty()
+                && view.pod.is_none()
+                && view.reservation.is_none()
+            {
                 gone.push(view.uuid);
             }
             if let Some(node) = &view.node {

@@ -12,7 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::observed::{InstanceView, Observed};
 use super::plan::{DEFAULT_REPLACE_AFTER_SECONDS, Plan};
-use crate::api::{InstanceState, InstanceStatus, NodeLossAction, StatefulAppStatus, VolumeStatus};
+use crate::api::{
+    InstanceState, InstanceStatus, NodeLossAction, ReservationState, ReservationStatus,
+    StatefulAppStatus, VolumeStatus,
+};
 use crate::names::{ANNOTATION_WIPE, InstanceId, LABEL_APP, PersistenceId, claim_name};
 
 pub struct StatusInput<'a> {
@@ -119,6 +122,7 @@ struct InFlight {
     wiping: usize,
     replacing: usize,
     stopping: usize,
+    reserving: usize,
     updating: usize,
     scaling_up: usize,
     placing: usize,
@@ -133,6 +137,11 @@ impl InFlight {
             (self.wiping, "Wiping", "wiping"),
             (self.replacing, "Replacing", "to replace after a node loss"),
             (self.stopping, "Stopping", "stopping"),
+            (
+                self.reserving,
+                "Reserving",
+                "stopped, their resources not yet held on their node",
+            ),
             (
                 self.updating,
                 "RollingUpdate",
@@ -183,8 +192,14 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
                 ));
             }
         } else if !to_run {
+            let held = i
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.placed && !r.deleting);
             if pod.is_some() {
                 work.stopping += 1;
+            } else if app.hold_resources && i.node.is_some() && !held {
+                work.reserving += 1;
             }
         } else {
             match pod {
@@ -370,6 +385,17 @@ fn instance_status(observed: &Observed, input: &StatusInput, i: &InstanceView) -
             .map(Time),
         ready: state == InstanceState::Running && pod.is_some_and(|p| p.ready),
         volumes,
+        reservation: i.reservation.as_ref().map(|r| ReservationStatus {
+            pod: r.name.clone(),
+            state: if r.deleting {
+                ReservationState::Releasing
+            } else if r.placed && r.running {
+                ReservationState::Held
+            } else {
+                ReservationState::Pending
+            },
+            resources: observed.app.reserved_resources.clone(),
+        }),
     }
 }
 
@@ -488,7 +514,12 @@ mod tests {
         assert_eq!(find(&status(&mut world), "Reconciling").reason, "Stopping");
         world.converge();
         world.step();
+        // Its resources are reserved on its node, then it is stopped.
+        assert_eq!(find(&status(&mut world), "Reconciling").reason, "Reserving");
+        world.converge();
         let stopped = status(&mut world);
+        let reservation = stopped.instances[0].reservation.as_ref().expect("held");
+        assert_eq!(reservation.state, ReservationState::Held);
         assert_eq!(stopped.stopped, 1);
         assert_eq!(
             conditions(&stopped)[..3],

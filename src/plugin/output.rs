@@ -4,7 +4,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use crate::api::{InstanceState, InstanceStatus, StatefulApp};
+use crate::api::{InstanceState, InstanceStatus, ReservationState, StatefulApp};
 
 /// Left-aligned columns separated by two spaces, like kubectl's tables.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -60,7 +60,7 @@ pub fn app_table(apps: &[StatefulApp], now: Timestamp, with_namespace: bool) -> 
 
 /// `task list`: the tutorial's columns, stopped instances included.
 pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
-    let mut header = vec!["APP", "HEALTHY", "STARTED", "HOST", "STATE", "ID"];
+    let mut header = vec!["APP", "HEALTHY", "STARTED", "HOST", "STATE", "ID", "RESERVED"];
     if with_namespace {
         header.insert(0, "NAMESPACE");
     }
@@ -77,6 +77,7 @@ pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
                 instance.node.clone().unwrap_or_else(|| "N/A".into()),
                 format!("{:?}", instance.state),
                 instance.id.clone(),
+                reserved(instance),
             ];
             if with_namespace {
                 row.insert(0, app.namespace().unwrap_or_default());
@@ -85,6 +86,28 @@ pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
         }
     }
     table(&header, &rows)
+}
+
+/// What a stopped instance holds on its node: `cpu=1,memory=512Mi`, with
+/// the reservation's state unless it is held; `-` for none.
+fn reserved(instance: &InstanceStatus) -> String {
+    let Some(reservation) = &instance.reservation else {
+        return "-".into();
+    };
+    let resources: Vec<String> = reservation
+        .resources
+        .iter()
+        .map(|(name, quantity)| format!("{name}={quantity}"))
+        .collect();
+    let resources = if resources.is_empty() {
+        "a pod slot".to_string()
+    } else {
+        resources.join(",")
+    };
+    match reservation.state {
+        ReservationState::Held => resources,
+        state => format!("{resources} ({state:?})"),
+    }
 }
 
 /// `task show`: the tutorial's document for one instance.
@@ -118,6 +141,9 @@ pub fn task_document(app: &StatefulApp, instance: &InstanceStatus) -> Value {
         "healthy": instance.ready,
         "localVolumes": local_volumes,
     });
+    if let Some(reservation) = &instance.reservation {
+        doc["reservation"] = json!(reservation);
+    }
     if instance.state == InstanceState::Running
         && let Some(started) = &instance.started_at
     {
@@ -156,7 +182,9 @@ mod tests {
                                 "persistentVolume": "sapp-f2415010-018a-11e6-b721-0261677b407a",
                                 "claim": "postgres-f2419e31-018a-11e6-b721-0261677b407a-pgdata", "size": "100Mi" }] },
                 { "id": "postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d", "node": "10.0.1.224", "state": "Stopped",
-                  "ready": false, "volumes": [] },
+                  "ready": false, "volumes": [],
+                  "reservation": { "pod": "postgres-53ab8733-fd96-11e5-8e70-76a1c19f8c3d-reserved", "state": "Held",
+                                   "resources": { "cpu": "1", "memory": "512Mi" } } },
             ]},
         }))
         .unwrap()
@@ -167,9 +195,9 @@ mod tests {
         let text = task_table(&[app()], false);
         assert_eq!(
             text,
-            "APP        HEALTHY  STARTED               HOST        STATE    ID\n\
-             /postgres  True     2016-04-13T17:25:08Z  10.0.1.223  Running  postgres.f2419e31-018a-11e6-b721-0261677b407a\n\
-             /postgres  False    N/A                   10.0.1.224  Stopped  postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d\n"
+            "APP        HEALTHY  STARTED               HOST        STATE    ID                                             RESERVED\n\
+             /postgres  True     2016-04-13T17:25:08Z  10.0.1.223  Running  postgres.f2419e31-018a-11e6-b721-0261677b407a  -\n\
+             /postgres  False    N/A                   10.0.1.224  Stopped  postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d  cpu=1,memory=512Mi\n"
         );
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
@@ -17,6 +18,8 @@ use super::process::{Process, free_ports};
 use super::wait::wait_until;
 
 pub const STORAGE_CLASS: &str = "statefulapp-local";
+/// The PriorityClass of reservation pods (the operator's default).
+pub const RESERVATION_PRIORITY_CLASS: &str = "statefulapp-reservation";
 pub const PROVISIONER: &str = "statefulapp.io/local";
 const CRD_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -278,5 +281,22 @@ pub async fn install_crd_and_storage_class(cluster: &TestCluster) {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("create StorageClass: {e}"),
+    }
+    install_reservation_priority_class(&client).await;
+}
+
+/// The PriorityClass of reservation pods, as the chart makes it.
+pub async fn install_reservation_priority_class(client: &kube::Client) {
+    let class: PriorityClass = serde_json::from_value(json!({
+        "metadata": { "name": RESERVATION_PRIORITY_CLASS },
+        "value": 1_000_000_000,
+        "preemptionPolicy": "PreemptLowerPriority",
+    }))
+    .unwrap();
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create PriorityClass: {e}"),
     }
 }
