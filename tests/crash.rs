@@ -4,8 +4,9 @@
 //! step the cluster converges and the invariants hold, checked on objects and
 //! on data (marker files in the volume directories):
 //! I1 no data lost without a wipe, I2 one volume per persistenceId on its
-//! instance's node, I3 stopped instances keep bound claims, I4 no duplicate or
-//! lost instance, I5 status rebuilt after deletion.
+//! instance's node, I3 stopped instances keep bound claims and one
+//! reservation pod on their node (none beside a running pod), I4 no
+//! duplicate or lost instance, I5 status rebuilt after deletion.
 //!
 //! `STATEFULAPP_CRASH_SEED` picks another scenario; `STATEFULAPP_CRASH_STEPS`
 //! makes it longer (a soak).
@@ -19,7 +20,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use statefulapp_operator::api::{InstanceState, StatefulApp, StatefulAppStatus};
+use statefulapp_operator::api::{InstanceState, ReservationState, StatefulApp, StatefulAppStatus};
 use support::fixtures::{create_app, postgres, wait_for_dir, wait_for_status};
 use support::operator::Operator;
 use support::{TestCluster, wait_until};
@@ -203,6 +204,15 @@ impl World<'_> {
                     && s.instances
                         .iter()
                         .all(|i| i.state != InstanceState::Wiping && !wiped.contains(&i.id))
+                    // Stopped instances hold their resources, running ones
+                    // hold no reservation beside their pod.
+                    && s.instances.iter().all(|i| match i.state {
+                        InstanceState::Stopped => i
+                            .reservation
+                            .as_ref()
+                            .is_some_and(|r| r.state == ReservationState::Held),
+                        _ => i.reservation.is_none(),
+                    })
             },
         )
         .await;
@@ -219,6 +229,7 @@ impl World<'_> {
                     let current = list
                         .iter()
                         .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .filter(|p| !p.labels().contains_key("statefulapp.io/reserved-for"))
                         .all(|p| {
                             p.spec
                                 .as_ref()
@@ -285,7 +296,43 @@ impl World<'_> {
                 instance.node.as_ref()
             );
         }
-        // I3: stopped instances keep their claims bound.
+        // I3: stopped instances keep their resources on their node (one
+        // reservation pod each, none for running instances), and their
+        // claims bound.
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let reservations = pods
+            .list(&ListParams::default().labels("statefulapp.io/reserved-for=postgres"))
+            .await
+            .unwrap()
+            .items;
+        let live_reservations: Vec<_> = reservations
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let stopped: Vec<_> = status
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Stopped)
+            .collect();
+        assert_eq!(
+            live_reservations.len(),
+            stopped.len(),
+            "I3: one reservation per stopped instance"
+        );
+        for instance in &stopped {
+            let name = &instance.reservation.as_ref().unwrap().pod;
+            let pod = live_reservations
+                .iter()
+                .find(|p| &p.name_any() == name)
+                .unwrap_or_else(|| panic!("I3: no reservation pod {name}"));
+            assert_eq!(
+                pod.spec.as_ref().unwrap().node_name,
+                instance.node,
+                "I2/I3: {} reserved off its node",
+                instance.id
+            );
+        }
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &self.ns);
         for instance in status
             .instances

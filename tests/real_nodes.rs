@@ -12,7 +12,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use statefulapp_operator::api::{InstanceState, InstanceStatus, StatefulApp, StatefulAppStatus};
+use statefulapp_operator::api::{
+    InstanceState, InstanceStatus, ReservationState, StatefulApp, StatefulAppStatus,
+};
 use support::TestCluster;
 use support::chart::{ChartRelease, RELEASE_NAMESPACE};
 use support::fixtures::{
@@ -721,4 +723,128 @@ async fn a_lookalike_pod_with_the_apps_labels_is_left_alone() {
     .await;
     let still = pods.get("lookalike").await.unwrap();
     assert!(still.metadata.deletion_timestamp.is_none(), "left alone");
+}
+
+/// A pod of another workload, bound to `node` by name (as DaemonSets and
+/// static pods are: no scheduler checks it), asking for a whole CPU.
+fn cpu_hungry_pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{ "name": "c", "image": testapp(), "imagePullPolicy": "Never",
+                             "command": ["sleep", "3600"],
+                             "resources": { "requests": { "cpu": "1" } } }],
+        },
+    }))
+    .unwrap()
+}
+
+async fn cordon(client: &kube::Client, node: &str, unschedulable: bool) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let patch = json!({ "spec": { "unschedulable": unschedulable } });
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("cordon");
+}
+
+#[tokio::test]
+async fn a_stopped_instance_keeps_its_cpu_on_its_real_node() {
+    let cluster = TestCluster::shared_real();
+    let release = release().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "reserve").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let settle = |what: &'static str, accept: fn(&StatefulAppStatus) -> bool| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move { wait_for_status(&client, &ns, "journal", release, what, accept).await }
+    };
+    let mut app = journal(testapp(), 1, "v1");
+    // Three quarters of the node's 2 CPUs.
+    app["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({ "requests": { "cpu": "1500m", "memory": "16Mi" } });
+    create_app(&client, &ns, app).await;
+    let status = settle("one ready", |s| s.running == 1 && s.ready == 1).await;
+    let instance = status.instances[0].clone();
+    let node = instance.node.clone().unwrap();
+    journal_with(cluster, &ns, &instance, 1).await;
+
+    set_instances(&client, &ns, "journal", 0).await;
+    let held = |s: &StatefulAppStatus| {
+        s.stopped == 1
+            && s.instances[0]
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.state == ReservationState::Held)
+    };
+    let status = settle("stopped, its CPU held", held).await;
+    let reservation = status.instances[0].reservation.clone().unwrap().pod;
+
+    // Even a pod bound to the node by name does not get the CPU: the
+    // kubelet refuses it.
+    pods.create(
+        &PostParams::default(),
+        &cpu_hungry_pod("bound-by-name", &node),
+    )
+    .await
+    .unwrap();
+    let refused = wait_until(WAIT, "the kubelet refuses it", || {
+        let pods = pods.clone();
+        async move {
+            let status = pods.get("bound-by-name").await.ok()?.status?;
+            (status.phase.as_deref() == Some("Failed")).then_some(status.reason?)
+        }
+    })
+    .await;
+    assert_eq!(refused, "OutOfcpu");
+
+    // Capacity lost in a gap is won back: with the node cordoned, the
+    // reservation is deleted and cannot come back, and a pod takes the CPU;
+    // once the node takes pods again, the reservation preempts it.
+    cordon(&client, &node, true).await;
+    pods.delete(&reservation, &DeleteParams::default())
+        .await
+        .unwrap();
+    settle("reservation pending", |s| {
+        s.instances[0]
+            .reservation
+            .as_ref()
+            .is_some_and(|r| r.state == ReservationState::Pending)
+    })
+    .await;
+    pods.create(
+        &PostParams::default(),
+        &cpu_hungry_pod("took-the-gap", &node),
+    )
+    .await
+    .unwrap();
+    wait_until(WAIT, "the gap taken", || {
+        let pods = pods.clone();
+        async move {
+            let status = pods.get("took-the-gap").await.ok()?.status?;
+            (status.phase.as_deref() == Some("Running")).then_some(())
+        }
+    })
+    .await;
+    cordon(&client, &node, false).await;
+    settle("held again", held).await;
+    let preempted = wait_for_event(&client, &ns, "Preempted", None, WAIT).await;
+    assert_eq!(
+        preempted.regarding.and_then(|r| r.name).as_deref(),
+        Some("took-the-gap"),
+        "{:?}",
+        preempted.note
+    );
+
+    // The restart takes the CPU over on its node, with its data.
+    set_instances(&client, &ns, "journal", 1).await;
+    let status = settle("restarted", |s| {
+        s.running == 1 && s.ready == 1 && s.instances[0].reservation.is_none()
+    })
+    .await;
+    assert_eq!(status.instances[0].id, instance.id);
+    assert_eq!(status.instances[0].node.as_deref(), Some(node.as_str()));
+    journal_with(cluster, &ns, &status.instances[0], 2).await;
 }

@@ -81,13 +81,22 @@ async fn a_stopped_instance_keeps_its_cpu_and_its_restart_takes_it_over() {
     })
     .await;
     let reservation = stopped.instances[0].reservation.clone().unwrap();
-    assert_eq!(reservation.resources.get("cpu").map(String::as_str), Some("3"));
-    assert_eq!(reservation.resources.get("memory").map(String::as_str), Some("1Gi"));
+    assert_eq!(
+        reservation.resources.get("cpu").map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        reservation.resources.get("memory").map(String::as_str),
+        Some("1Gi")
+    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let held = pods.get(&reservation.pod).await.expect("reservation pod");
     let spec = held.spec.as_ref().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some(node.as_str()));
-    assert_eq!(spec.priority_class_name.as_deref(), Some(RESERVATION_PRIORITY_CLASS));
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some(RESERVATION_PRIORITY_CLASS)
+    );
     assert!(spec.priority.unwrap_or(0) > 0);
     let labels = held.metadata.labels.clone().unwrap_or_default();
     assert!(
@@ -130,7 +139,10 @@ async fn a_stopped_instance_keeps_its_cpu_and_its_restart_takes_it_over() {
         "an ordinary pod never preempts a reservation"
     );
     let intruder_pod = pods.get("intruder").await.unwrap();
-    assert!(intruder_pod.spec.unwrap().node_name.is_none(), "still pending");
+    assert!(
+        intruder_pod.spec.unwrap().node_name.is_none(),
+        "still pending"
+    );
     pods.delete("intruder", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();

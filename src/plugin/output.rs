@@ -60,7 +60,10 @@ pub fn app_table(apps: &[StatefulApp], now: Timestamp, with_namespace: bool) -> 
 
 /// `task list`: the tutorial's columns, stopped instances included.
 pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
-    let mut header = vec!["APP", "HEALTHY", "STARTED", "HOST", "STATE", "ID", "RESERVED"];
+    // ID stays last, as in Marathon's `task list`.
+    let mut header = vec![
+        "APP", "HEALTHY", "STARTED", "HOST", "STATE", "RESERVED", "ID",
+    ];
     if with_namespace {
         header.insert(0, "NAMESPACE");
     }
@@ -76,8 +79,8 @@ pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
                     .map_or("N/A".to_string(), |t| t.0.to_string()),
                 instance.node.clone().unwrap_or_else(|| "N/A".into()),
                 format!("{:?}", instance.state),
-                instance.id.clone(),
                 reserved(instance),
+                instance.id.clone(),
             ];
             if with_namespace {
                 row.insert(0, app.namespace().unwrap_or_default());
@@ -195,9 +198,9 @@ mod tests {
         let text = task_table(&[app()], false);
         assert_eq!(
             text,
-            "APP        HEALTHY  STARTED               HOST        STATE    ID                                             RESERVED\n\
-             /postgres  True     2016-04-13T17:25:08Z  10.0.1.223  Running  postgres.f2419e31-018a-11e6-b721-0261677b407a  -\n\
-             /postgres  False    N/A                   10.0.1.224  Stopped  postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d  cpu=1,memory=512Mi\n"
+            "APP        HEALTHY  STARTED               HOST        STATE    RESERVED            ID\n\
+             /postgres  True     2016-04-13T17:25:08Z  10.0.1.223  Running  -                   postgres.f2419e31-018a-11e6-b721-0261677b407a\n\
+             /postgres  False    N/A                   10.0.1.224  Stopped  cpu=1,memory=512Mi  postgres.53ab8733-fd96-11e5-8e70-76a1c19f8c3d\n"
         );
     }
 

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
-use statefulapp_operator::api::{InstanceState, InstanceStatus, StatefulApp, StatefulAppStatus};
+use statefulapp_operator::api::{
+    InstanceState, InstanceStatus, ReservationState, StatefulApp, StatefulAppStatus,
+};
 
 use super::TestCluster;
 use super::fixtures::{
@@ -107,7 +109,7 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     wait_until(WAIT, "pod deleted", || {
         let pods = pods.clone();
         async move {
-            pods.list(&ListParams::default())
+            pods.list(&ListParams::default().labels("statefulapp.io/app=postgres"))
                 .await
                 .ok()?
                 .items
@@ -116,6 +118,18 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
         }
     })
     .await;
+    // "All resources required to run the task are dynamically reserved":
+    // its CPU and memory stay held on its node.
+    let status = wait_for_status(&client, &ns, "postgres", operator, "resources held", |s| {
+        s.instances[0]
+            .reservation
+            .as_ref()
+            .is_some_and(|r| r.state == ReservationState::Held)
+    })
+    .await;
+    let reservation = status.instances[0].reservation.as_ref().unwrap();
+    let held = pods.get(&reservation.pod).await.unwrap();
+    assert_eq!(held.spec.unwrap().node_name, first.node);
     let claim = claims.get(&volume.claim).await.unwrap();
     assert_eq!(
         claim.status.unwrap().phase.as_deref(),
