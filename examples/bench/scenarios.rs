@@ -29,10 +29,21 @@ async fn namespace(cluster: &TestCluster, client: &Client, prefix: &str) -> Stri
     cluster.namespace(client, prefix).await
 }
 
-/// Polls until `n` pods of `ns` run and `claims` claims are Bound (and, when
-/// `n` is 0, no pod is left at all). False on timeout. Prints when all pods
-/// existed and when all were placed, to show where the time goes.
-async fn wait_converged(client: &Client, ns: &str, n: usize, claims: usize) -> bool {
+/// Pods of the app under test (not the operator's reservation pods).
+const SAPP_PODS: &str = "statefulapp.io/app=postgres";
+const STS_PODS: &str = "app=postgres";
+
+/// Polls until `n` pods of `ns` selected by `selector` run and `claims`
+/// claims are Bound (and, when `n` is 0, no such pod is left at all). False
+/// on timeout. Prints when all pods existed and when all were placed, to
+/// show where the time goes.
+async fn wait_converged(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    n: usize,
+    claims: usize,
+) -> bool {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
@@ -40,7 +51,7 @@ async fn wait_converged(client: &Client, ns: &str, n: usize, claims: usize) -> b
     let (mut created, mut placed) = (None, None);
     loop {
         let pod_list = pods
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels(selector))
             .await
             .map(|l| l.items)
             .unwrap_or_default();
@@ -118,15 +129,18 @@ pub async fn statefulapp_scale_up_and_restart(
     };
     let started = Instant::now();
     scale(n).await;
-    let cold = wait_converged(&client, &ns, n, n)
+    let cold = wait_converged(&client, &ns, SAPP_PODS, n, n)
         .await
         .then(|| started.elapsed());
 
     scale(0).await;
-    let stopped = wait_converged(&client, &ns, 0, n).await;
+    // Stopped: no pod left, and every instance's resources held.
+    let stopped = wait_converged(&client, &ns, SAPP_PODS, 0, n).await
+        && wait_converged(&client, &ns, "statefulapp.io/reserved-for=postgres", n, n).await;
     let started = Instant::now();
     scale(n).await;
-    let restart = (stopped && wait_converged(&client, &ns, n, n).await).then(|| started.elapsed());
+    let restart =
+        (stopped && wait_converged(&client, &ns, SAPP_PODS, n, n).await).then(|| started.elapsed());
     cleanup(&client, &ns).await;
     (cold, restart)
 }
@@ -176,15 +190,16 @@ pub async fn statefulset_scale_up_and_restart(
     };
     let started = Instant::now();
     scale(n).await;
-    let cold = wait_converged(&client, &ns, n, n)
+    let cold = wait_converged(&client, &ns, STS_PODS, n, n)
         .await
         .then(|| started.elapsed());
 
     scale(0).await;
-    let stopped = wait_converged(&client, &ns, 0, n).await;
+    let stopped = wait_converged(&client, &ns, STS_PODS, 0, n).await;
     let started = Instant::now();
     scale(n).await;
-    let restart = (stopped && wait_converged(&client, &ns, n, n).await).then(|| started.elapsed());
+    let restart =
+        (stopped && wait_converged(&client, &ns, STS_PODS, n, n).await).then(|| started.elapsed());
     cleanup(&client, &ns).await;
     (cold, restart)
 }
@@ -206,7 +221,7 @@ pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Option<Duration>
         .buffer_unordered(CEILING_CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
-    let elapsed = wait_converged(&client, &ns, n, n)
+    let elapsed = wait_converged(&client, &ns, "", n, n)
         .await
         .then(|| started.elapsed());
     cleanup(&client, &ns).await;
@@ -290,12 +305,12 @@ pub async fn statefulapp_wipe(
     app["spec"]["template"]["spec"]["containers"] = json!([container()]);
     let app: StatefulApp = serde_json::from_value(app).unwrap();
     apps.create(&PostParams::default(), &app).await.unwrap();
-    wait_converged(&client, &ns, n, n).await;
+    wait_converged(&client, &ns, SAPP_PODS, n, n).await;
     let patch = json!({ "spec": { "instances": 0 } });
     apps.patch("postgres", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    wait_converged(&client, &ns, 0, n).await;
+    wait_converged(&client, &ns, SAPP_PODS, 0, n).await;
     let status = apps.get("postgres").await.unwrap().status.unwrap();
     let ids: Vec<String> = status.instances.iter().map(|i| i.id.clone()).collect();
     assert_eq!(ids.len(), n);
