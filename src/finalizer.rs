@@ -14,15 +14,23 @@ pub async fn set<K>(api: &Api<K>, object: &K, finalizer: &str, present: bool) ->
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let mut finalizers: Vec<&String> = object
+    let add: &[&str] = if present { &[finalizer] } else { &[] };
+    replace(api, object, &[finalizer], add).await
+}
+
+/// Removes the finalizers `remove` and adds `add`, in one write, with the
+/// same conflict check as [`set`].
+pub async fn replace<K>(api: &Api<K>, object: &K, remove: &[&str], add: &[&str]) -> kube::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut finalizers: Vec<&str> = object
         .finalizers()
         .iter()
-        .filter(|f| *f != finalizer)
+        .map(String::as_str)
+        .filter(|f| !remove.contains(f) && !add.contains(f))
         .collect();
-    let owned = finalizer.to_string();
-    if present {
-        finalizers.push(&owned);
-    }
+    finalizers.extend_from_slice(add);
     let patch = json!({ "metadata": {
         "finalizers": finalizers, "resourceVersion": object.resource_version(),
     }});

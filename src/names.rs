@@ -71,7 +71,12 @@ pub const ANNOTATION_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 
 /// Finalizer the node agent holds on the persistent volumes of its node.
 pub const FINALIZER_AGENT: &str = "statefulapp.io/node-agent";
-/// Finalizer on a StatefulApp whose deletion must wipe its data.
+/// Finalizer on every StatefulApp: its deletion waits for the controller,
+/// which then reads `wipe-on-delete` (however late it was set) and wipes
+/// or keeps the data.
+pub const FINALIZER_CLEANUP: &str = "statefulapp.io/cleanup";
+/// The finalizer earlier versions set only on apps with `wipe-on-delete`:
+/// still honoured, replaced by [`FINALIZER_CLEANUP`].
 pub const FINALIZER_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 
 /// Field manager for every write of the operator.

@@ -37,11 +37,11 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use statefulapp_operator::api::{InstanceState, StatefulApp, StatefulAppStatus};
+use support::TestCluster;
 use support::fixtures::{
     WAIT, create_app, postgres, set_instances, wait_for_dir, wait_for_status_within,
 };
 use support::operator::Operator;
-use support::{TestCluster, wait_until};
 
 /// Bound for an operation interrupted by a fault, from when the restarted
 /// component answers again (it takes seconds). Every client resumes a broken
@@ -353,8 +353,8 @@ impl App {
     }
 
     /// Scales from `before` through `steps` while other clients keep changing
-    /// the app's labels and its wipe-on-delete annotation (which moves the
-    /// operator's finalizer): conflicts are retried, nothing is done twice.
+    /// the app's labels and its wipe-on-delete annotation: conflicts are
+    /// retried, nothing is done twice.
     async fn scale_under_concurrent_writers(&self, before: &StatefulAppStatus, steps: &[i32]) {
         let writer = tokio::spawn(write_metadata(self.apps(), 40));
         for &instances in steps {
@@ -385,21 +385,12 @@ impl App {
             after.instances.len(),
             "one claim per instance"
         );
-        self.wait_for_no_finalizer().await;
-    }
-
-    /// The last write said wipe-on-delete=false: the operator's finalizer goes.
-    async fn wait_for_no_finalizer(&self) {
-        let apps = self.apps();
-        wait_until(WAIT, "no wipe-on-delete finalizer", || async {
-            let app = apps.get("postgres").await.ok()?;
-            let finalizers = app.metadata.finalizers.unwrap_or_default();
-            let gone = !finalizers
-                .iter()
-                .any(|f| f == "statefulapp.io/wipe-on-delete");
-            gone.then_some(())
-        })
-        .await;
+        let app = self.apps().get("postgres").await.unwrap();
+        assert_eq!(
+            app.metadata.finalizers.unwrap_or_default(),
+            ["statefulapp.io/cleanup"],
+            "the operator's one finalizer, once"
+        );
     }
 }
 

@@ -243,3 +243,48 @@ async fn app_add_does_not_take_fields_from_a_gitops_controller() {
     plugin.ok(&["app", "add", "--force-conflicts", file.to_str().unwrap()]);
     assert_eq!(apps.get("web").await.unwrap().spec.instances, 2);
 }
+
+/// `app remove --wipe` destroys the data, even of an app added a moment
+/// before (the controller may not have seen it yet): the plugin waits until
+/// the controller has taken charge of the app before deleting it.
+#[tokio::test]
+async fn app_remove_wipe_destroys_the_data_even_right_after_add() {
+    let cluster = TestCluster::shared();
+    let operator = Operator::shared().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "rmwipe").await;
+    let plugin = Plugin {
+        kubeconfig: cluster.kubeconfig.display().to_string(),
+        namespace: ns.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("postgres.json");
+    std::fs::write(&file, POSTGRES_MARATHON).unwrap();
+    plugin.ok(&["app", "add", file.to_str().unwrap()]);
+    let status = wait_for_status(&client, &ns, "postgres", operator, "running", |s| {
+        s.running == 1
+    })
+    .await;
+    let volume = &status.instances[0].volumes[0];
+    let node = status.instances[0].node.clone().unwrap();
+    let data = operator.data_dir(&node, &ns, &volume.persistence_id);
+    support::fixtures::wait_for_dir(&data).await;
+
+    // Added again and removed with --wipe at once, before the controller
+    // can have reconciled it.
+    plugin.ok(&["app", "remove", "postgres"]);
+    support::wait_until(std::time::Duration::from_secs(60), "app gone", || async {
+        let apps: kube::Api<statefulapp_operator::api::StatefulApp> =
+            kube::Api::namespaced(client.clone(), &ns);
+        apps.get_opt("postgres").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(data.is_dir(), "a plain remove keeps the data");
+    plugin.ok(&["app", "add", file.to_str().unwrap()]);
+    let removed = plugin.ok(&["app", "remove", "postgres", "--wipe"]);
+    assert!(removed.contains("destroyed"), "{removed}");
+    support::wait_until(std::time::Duration::from_secs(60), "data wiped", || async {
+        (!data.exists()).then_some(())
+    })
+    .await;
+}

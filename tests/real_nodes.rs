@@ -848,3 +848,51 @@ async fn a_stopped_instance_keeps_its_cpu_on_its_real_node() {
     assert_eq!(status.instances[0].node.as_deref(), Some(node.as_str()));
     journal_with(cluster, &ns, &status.instances[0], 2).await;
 }
+
+#[tokio::test]
+async fn a_wipe_waits_until_the_container_has_stopped_writing() {
+    let cluster = TestCluster::shared_real();
+    let release = release().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "wipewait").await;
+    let mut app = journal(testapp(), 1, "v1");
+    let pod = &mut app["spec"]["template"]["spec"];
+    pod["terminationGracePeriodSeconds"] = json!(30);
+    // On TERM, the container goes on writing into its volume for 6 s.
+    pod["containers"][0]["command"] = json!([
+        "sh",
+        "-c",
+        "trap 'for i in 1 2 3 4 5 6; do echo $i >> /data/last-words; sleep 1; done; exit 0' TERM; \
+         while true; do sleep 1; done"
+    ]);
+    create_app(&client, &ns, app).await;
+    let status = wait_for_status(&client, &ns, "journal", release, "running", |s| {
+        s.running == 1 && s.ready == 1
+    })
+    .await;
+    let instance = status.instances[0].clone();
+    let dir = cluster.data_dir_on_node(&ns, &instance);
+    assert!(dir.is_dir());
+
+    let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({ "metadata": { "annotations": { "statefulapp.io/wipe": instance.id } } });
+    apps.patch("journal", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // Watch the directory until the wipe removes it: the container's last
+    // words must all be there before it goes.
+    let mut last_seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    while dir.exists() {
+        if let Ok(words) = std::fs::read_to_string(dir.join("last-words")) {
+            last_seen = words;
+        }
+        assert!(Instant::now() < deadline, "the wipe never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        last_seen.lines().count(),
+        6,
+        "the data was destroyed while the container was still writing: {last_seen:?}"
+    );
+}

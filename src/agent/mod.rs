@@ -159,6 +159,13 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
             "volume object deleted without a wipe: data and finalizer kept until the instance is wiped");
         return Ok(Requeue::await_change());
     }
+    if still_mounted(&pv) {
+        // Its claim goes only once no pod uses it (the claim's protection
+        // finalizer): until then a container may still be writing, for as
+        // long as its termination grace period lasts.
+        tracing::info!(volume = %pv.name_any(), "wipe waits until no pod uses the volume");
+        return Ok(Requeue::requeue(Duration::from_secs(2)));
+    }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {
             agent.metrics.directories_wiped.inc();
@@ -169,6 +176,12 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
     }
     finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, false).await?;
     Ok(Requeue::await_change())
+}
+
+/// Whether the volume is still bound to its claim: the claim exists, so a
+/// pod may still use the volume.
+fn still_mounted(pv: &PersistentVolume) -> bool {
+    pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
 /// A live volume: its directory exists, or is made now if the volume is

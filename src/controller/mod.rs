@@ -51,7 +51,7 @@ use crate::api::{InstanceState, StatefulApp};
 use crate::finalizer;
 use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
-    ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE,
+    ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_CLEANUP,
     FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_INSTANCE, patch_params,
 };
 use crate::{Error, Result};
@@ -186,19 +186,36 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .annotations()
         .get(ANNOTATION_WIPE_ON_DELETE)
         .is_some_and(|v| v == "true");
-    let has_finalizer = app
-        .finalizers()
-        .iter()
-        .any(|f| f == FINALIZER_WIPE_ON_DELETE);
+    let finalizers = app.finalizers();
+    let has = |f: &str| finalizers.iter().any(|g| g == f);
     let key = format!("{ns}/{name}");
-    if deleting && !has_finalizer {
+    let ours = [FINALIZER_CLEANUP, FINALIZER_WIPE_ON_DELETE];
+    if deleting && !(has(FINALIZER_CLEANUP) || has(FINALIZER_WIPE_ON_DELETE)) {
         ctx.metrics.forget_app(&ns, &name);
         ctx.expectations.forget(&key);
         ctx.status_writes.forget(&key);
         return Ok(Requeue::await_change());
     }
-    if !deleting && wipe_on_delete != has_finalizer {
-        finalizer::set(&apps, &*app, FINALIZER_WIPE_ON_DELETE, wipe_on_delete).await?;
+    if deleting && !wipe_on_delete {
+        // Kept: pods and reservations go with their owner (garbage
+        // collection); claims, volumes and data stay for the next app of
+        // this name.
+        finalizer::replace(&apps, &*app, &ours, &[]).await?;
+        ctx.metrics.forget_app(&ns, &name);
+        ctx.expectations.forget(&key);
+        ctx.status_writes.forget(&key);
+        return Ok(Requeue::await_change());
+    }
+    if !deleting && (!has(FINALIZER_CLEANUP) || has(FINALIZER_WIPE_ON_DELETE)) {
+        // Every app carries it, so that a deletion always waits for this
+        // controller to read `wipe-on-delete`, even one set a moment before.
+        finalizer::replace(
+            &apps,
+            &*app,
+            &[FINALIZER_WIPE_ON_DELETE],
+            &[FINALIZER_CLEANUP],
+        )
+        .await?;
     }
 
     let Some(objects) = ctx.caches.objects_of(&ns, &name) else {
@@ -273,7 +290,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
 
     if deleting {
         if observed.instances.is_empty() {
-            finalizer::set(&apps, &*app, FINALIZER_WIPE_ON_DELETE, false).await?;
+            finalizer::replace(&apps, &*app, &ours, &[]).await?;
         }
         return Ok(Requeue::requeue(Duration::from_secs(2)));
     }

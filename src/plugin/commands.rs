@@ -15,7 +15,9 @@ use super::cli::{AppCommand, Cli, Command, GlobalArgs, Output, TaskCommand};
 use super::output::{app_table, task_document, task_table};
 use super::resolve::{find_instance, parse_instances_setting};
 use crate::api::{InstanceState, StatefulApp};
-use crate::names::{ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, InstanceId, pod_name};
+use crate::names::{
+    ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_CLEANUP, InstanceId, pod_name,
+};
 
 const FIELD_MANAGER: &str = "kubectl-statefulapp";
 
@@ -222,6 +224,27 @@ async fn add(
     Ok(())
 }
 
+/// How long `app remove --wipe` waits for the controller to take charge.
+const CONTROLLER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn wait_for_finalizer(api: &kube::Api<StatefulApp>, name: &str) -> Result<(), PluginError> {
+    let deadline = std::time::Instant::now() + CONTROLLER_WAIT;
+    loop {
+        let app = api.get(name).await?;
+        if app.finalizers().iter().any(|f| f == FINALIZER_CLEANUP) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(PluginError::ControllerAbsent(format!(
+                "the operator has not taken charge of app /{name} within {}s (no {FINALIZER_CLEANUP} finalizer): \
+                 nothing was deleted; is the operator running?",
+                CONTROLLER_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn remove(session: &Session, name: &str, wipe: bool) -> Result<(), PluginError> {
     let app = session.get_app(name).await?;
     let name = app.name_any();
@@ -230,6 +253,10 @@ async fn remove(session: &Session, name: &str, wipe: bool) -> Result<(), PluginE
         let patch = json!({ "metadata": { "annotations": { ANNOTATION_WIPE_ON_DELETE: "true" } } });
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        // The deletion must wait for the controller, which then reads the
+        // annotation: an app the controller has not seen yet has no
+        // finalizer, and deleting it would keep the data.
+        wait_for_finalizer(&api, &name).await?;
     }
     api.delete(&name, &DeleteParams::default()).await?;
     let wipes = wipe
