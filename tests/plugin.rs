@@ -288,3 +288,76 @@ async fn app_remove_wipe_destroys_the_data_even_right_after_add() {
     })
     .await;
 }
+
+/// `--wait` follows the app as `kubectl rollout status` follows a
+/// Deployment: it returns once the change is done, and fails with what is
+/// in flight when time runs out.
+#[tokio::test]
+async fn wait_follows_the_app_until_done_and_fails_when_stuck() {
+    let cluster = TestCluster::shared();
+    Operator::shared().await; // the operator runs
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "pwait").await;
+    let plugin = Plugin {
+        kubeconfig: cluster.kubeconfig.display().to_string(),
+        namespace: ns.clone(),
+    };
+    let apps: kube::Api<statefulapp_operator::api::StatefulApp> =
+        kube::Api::namespaced(client.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("postgres.json");
+    std::fs::write(&file, POSTGRES_MARATHON).unwrap();
+
+    let (ok, _, stderr) = plugin.run(&["app", "add", file.to_str().unwrap(), "--wait"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("app /postgres is ready: 1 of 1"),
+        "{stderr}"
+    );
+    let status = apps.get("postgres").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.running, status.ready),
+        (1, 1),
+        "done when it returns"
+    );
+
+    let (ok, _, stderr) = plugin.run(&["app", "update", "postgres", "instances=3", "--wait"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("waiting for app /postgres"),
+        "progress shown: {stderr}"
+    );
+    let status = apps.get("postgres").await.unwrap().status.unwrap();
+    assert_eq!((status.running, status.ready), (3, 3));
+
+    let (ok, _, stderr) = plugin.run(&["app", "stop", "postgres", "--wait", "--timeout", "2m"]);
+    assert!(ok, "{stderr}");
+    let status = apps.get("postgres").await.unwrap().status.unwrap();
+    assert_eq!(status.stopped, 3);
+    assert!(
+        status.instances.iter().all(|i| i.reservation.is_some()),
+        "stopped means its resources are held: {status:?}"
+    );
+
+    // An app whose pods fit no node: --wait says what it waits for, and fails.
+    let mut stuck = support::fixtures::postgres(1);
+    stuck["metadata"]["name"] = serde_json::json!("stuck");
+    stuck["spec"]["template"]["spec"]["nodeSelector"] = serde_json::json!({ "no-such": "node" });
+    let stuck_file = dir.path().join("stuck.json");
+    std::fs::write(&stuck_file, stuck.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = plugin.run(&[
+        "app",
+        "add",
+        stuck_file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "5s",
+    ]);
+    assert!(!ok, "a stuck app fails the wait");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        stderr.contains("timed out after 5s") && stderr.contains("waiting for a node"),
+        "{stderr}"
+    );
+}

@@ -58,6 +58,18 @@ pub enum Command {
     },
 }
 
+/// `--wait` and `--timeout`, as `kubectl rollout status` has them.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WaitArgs {
+    /// Follow the app until the change is done (Ready, not Reconciling),
+    /// printing progress; fail if it is Stalled or time runs out.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AppCommand {
     /// Create or update an app from a StatefulApp YAML/JSON or a Marathon app JSON (`-` for stdin).
@@ -67,22 +79,32 @@ pub enum AppCommand {
         /// owns, as `kubectl apply --server-side --force-conflicts` does.
         #[arg(long)]
         force_conflicts: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// List apps.
     List,
     /// Stop all instances (instances=0); they keep their node and volumes.
-    Stop { app: String },
+    Stop {
+        app: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Start a stopped app again (instances=1 unless --instances).
     Start {
         app: String,
         #[arg(long, default_value_t = 1)]
         instances: i32,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Change an app: `instances=N`.
     Update {
         app: String,
         /// `instances=N`
         setting: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Delete an app; its volumes are kept unless --wipe.
     Remove {
@@ -104,5 +126,7 @@ pub enum TaskCommand {
         id: String,
         #[arg(long)]
         wipe: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }

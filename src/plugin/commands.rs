@@ -11,9 +11,10 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
 use super::PluginError;
-use super::cli::{AppCommand, Cli, Command, GlobalArgs, Output, TaskCommand};
+use super::cli::{AppCommand, Cli, Command, GlobalArgs, Output, TaskCommand, WaitArgs};
 use super::output::{app_table, task_document, task_table};
 use super::resolve::{find_instance, parse_instances_setting};
+use super::wait::{Goal, wait_for};
 use crate::api::{InstanceState, StatefulApp};
 use crate::names::{
     ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_CLEANUP, InstanceId, pod_name,
@@ -84,7 +85,17 @@ impl Session {
         })
     }
 
-    async fn set_instances(&self, name: &str, instances: i32) -> Result<(), PluginError> {
+    /// With `--wait`, follows app `name` (in the session's namespace)
+    /// until `goal`.
+    async fn wait(&self, name: &str, goal: Goal<'_>, args: WaitArgs) -> Result<(), PluginError> {
+        if !args.wait {
+            return Ok(());
+        }
+        wait_for(&self.apps(), name, goal, args.timeout).await
+    }
+
+    /// Sets `spec.instances`; returns the app's name.
+    async fn set_instances(&self, name: &str, instances: i32) -> Result<String, PluginError> {
         let app = self.get_app(name).await?;
         let patch = json!({ "spec": { "instances": instances } });
         self.apps()
@@ -99,7 +110,7 @@ impl Session {
             app.name_any(),
             app.spec.instances
         );
-        Ok(())
+        Ok(app.name_any())
     }
 
     fn print(&self, value: &Value, table: impl FnOnce() -> String) -> Result<(), PluginError> {
@@ -154,7 +165,14 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
         AppCommand::Add {
             file,
             force_conflicts,
-        } => add(session, &file, force_conflicts).await,
+            wait,
+        } => {
+            let (api, name) = add(session, &file, force_conflicts).await?;
+            if wait.wait {
+                wait_for(&api, &name, Goal::Converged, wait.timeout).await?;
+            }
+            Ok(())
+        }
         AppCommand::List => {
             let apps = session.list_apps().await?;
             let value = serde_json::to_value(&apps).unwrap_or_default();
@@ -162,11 +180,22 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
                 app_table(&apps, Timestamp::now(), session.all_namespaces)
             })
         }
-        AppCommand::Stop { app } => session.set_instances(&app, 0).await,
-        AppCommand::Start { app, instances } => session.set_instances(&app, instances).await,
-        AppCommand::Update { app, setting } => {
+        AppCommand::Stop { app, wait } => {
+            let name = session.set_instances(&app, 0).await?;
+            session.wait(&name, Goal::Converged, wait).await
+        }
+        AppCommand::Start {
+            app,
+            instances,
+            wait,
+        } => {
+            let name = session.set_instances(&app, instances).await?;
+            session.wait(&name, Goal::Converged, wait).await
+        }
+        AppCommand::Update { app, setting, wait } => {
             let instances = parse_instances_setting(&setting)?;
-            session.set_instances(&app, instances).await
+            let name = session.set_instances(&app, instances).await?;
+            session.wait(&name, Goal::Converged, wait).await
         }
         AppCommand::Remove { app, wipe } => remove(session, &app, wipe).await,
     }
@@ -176,7 +205,7 @@ async fn add(
     session: &Session,
     file: &std::path::Path,
     force_conflicts: bool,
-) -> Result<(), PluginError> {
+) -> Result<(Api<StatefulApp>, String), PluginError> {
     let text = read_input(file)?;
     let path = file.display().to_string();
     let parse_error = |message: String| PluginError::Parse {
@@ -221,7 +250,7 @@ async fn add(
         "app /{name} added in namespace {namespace} ({} instances)",
         app.spec.instances
     );
-    Ok(())
+    Ok((api, name))
 }
 
 /// How long `app remove --wipe` waits for the controller to take charge.
@@ -312,14 +341,19 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
             }
             Ok(())
         }
-        TaskCommand::Stop { id, wipe } => {
+        TaskCommand::Stop { id, wipe, wait } => {
             let apps = session.list_apps().await?;
             let found = find_instance(&apps, &id)?;
             let app_name = found.app.name_any();
             let namespace = found.app.namespace().unwrap_or_default();
             let instance_id = found.instance.id.clone();
             if wipe {
-                wipe_instance(session, found.app, &instance_id).await
+                wipe_instance(session, found.app, &instance_id).await?;
+                let apps: Api<StatefulApp> = Api::namespaced(session.client.clone(), &namespace);
+                if wait.wait {
+                    wait_for(&apps, &app_name, Goal::Wiped(&instance_id), wait.timeout).await?;
+                }
+                Ok(())
             } else {
                 let parsed: InstanceId = instance_id
                     .parse()
@@ -334,6 +368,10 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
                 println!(
                     "{instance_id} restarting on its node (app /{app_name} keeps it; use `app update {app_name} instances=N` to stop instances, --wipe to destroy it)"
                 );
+                let apps: Api<StatefulApp> = Api::namespaced(session.client.clone(), &namespace);
+                if wait.wait {
+                    wait_for(&apps, &app_name, Goal::Converged, wait.timeout).await?;
+                }
                 Ok(())
             }
         }

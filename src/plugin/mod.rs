@@ -6,6 +6,7 @@ pub mod cli;
 mod commands;
 pub mod output;
 pub mod resolve;
+mod wait;
 
 pub use cli::Cli;
 pub use commands::run;
@@ -33,6 +34,10 @@ pub enum PluginError {
     Conflict(String),
     #[error("{0}")]
     ControllerAbsent(String),
+    #[error("{0}")]
+    Stalled(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Api(#[from] kube::Error),
 }
