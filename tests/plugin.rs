@@ -138,13 +138,49 @@ async fn the_tutorial_through_kubectl_statefulapp() {
     })
     .await;
 
-    // task stop --wipe of the stopped second task
+    // task stop --wipe of the stopped second task: a prefix is not enough
+    let prefix = &second[..second.len() - 28];
+    let (ok, _, stderr) = plugin.run(&["task", "stop", prefix, "--wipe"]);
+    assert!(
+        !ok && stderr.contains("give the full instance id"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = plugin.run(&["-A", "task", "stop", prefix, "--wipe", "--yes"]);
+    assert!(
+        !ok && stderr.contains("--all-namespaces needs the full instance id"),
+        "{stderr}"
+    );
+    let status = plugin.ok(&["task", "list", "-o", "name"]);
+    assert!(
+        status.lines().any(|l| l == second),
+        "nothing wiped: {status}"
+    );
     let wiped = plugin.ok(&["task", "stop", &second, "--wipe"]);
     assert!(wiped.contains("will be wiped"), "{wiped}");
     wait_for_status(&client, &ns, "postgres", operator, "wiped", |s| {
         s.instances.len() == 1
     })
     .await;
+
+    // kubectl's conventions: -o name, -o wide, -l, --as
+    assert_eq!(
+        plugin.ok(&["app", "list", "-o", "name"]),
+        "statefulapp.statefulapp.io/postgres\n"
+    );
+    let wide = plugin.ok(&["task", "list", "-o", "wide"]);
+    assert!(
+        wide.contains("PERSISTENCE IDS") && wide.contains("postgres#pgdata#"),
+        "{wide}"
+    );
+    assert_eq!(
+        plugin.ok(&["app", "list", "-l", "team=none", "-o", "name"]),
+        ""
+    );
+    let (ok, _, stderr) = plugin.run(&["app", "list", "--as", "nobody"]);
+    assert!(
+        !ok && stderr.contains("forbidden"),
+        "impersonated: {stderr}"
+    );
 
     // app list and -o json
     let apps = plugin.ok(&["app", "list"]);
@@ -170,6 +206,22 @@ async fn the_tutorial_through_kubectl_statefulapp() {
     // app remove: data kept
     let removed = plugin.ok(&["app", "remove", "postgres"]);
     assert!(removed.contains("kept"), "{removed}");
+}
+
+#[test]
+fn completion_scripts_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::new(PLUGIN)
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            script.contains("kubectl-statefulapp") && script.contains("task"),
+            "{shell}"
+        );
+    }
 }
 
 #[test]

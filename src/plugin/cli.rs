@@ -31,14 +31,28 @@ pub struct GlobalArgs {
     /// List across all namespaces.
     #[arg(short = 'A', long, global = true)]
     pub all_namespaces: bool,
-    /// Output format.
+    /// Output format: table, wide (more columns), name, json, yaml.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Only apps with these labels (`key=value,key2!=value2`, as kubectl).
+    #[arg(short = 'l', long, global = true)]
+    pub selector: Option<String>,
+    /// Act as this user (impersonation, as kubectl's --as).
+    #[arg(long = "as", global = true)]
+    pub as_user: Option<String>,
+    /// Act with this group (repeatable, as kubectl's --as-group).
+    #[arg(long = "as-group", global = true)]
+    pub as_groups: Vec<String>,
+    /// Give up on a request after this long (e.g. 10s, 1m; 0 for never).
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Table,
+    Wide,
+    Name,
     Json,
     Yaml,
 }
@@ -51,6 +65,11 @@ pub enum Command {
     /// Tasks (instances): list, show, stop.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Convert a Marathon app definition (JSON) into a StatefulApp and print it.
     Import {
         /// The Marathon app JSON (`-` for stdin).
@@ -124,8 +143,13 @@ pub enum TaskCommand {
     /// Restart an instance (its pod is replaced); with --wipe destroy it and its data.
     Stop {
         id: String,
+        /// Destroy the instance and its data (needs the full instance id,
+        /// or --yes to accept a unique prefix in this namespace).
         #[arg(long)]
         wipe: bool,
+        /// With --wipe: accept an id prefix.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },

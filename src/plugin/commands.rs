@@ -27,6 +27,7 @@ struct Session {
     namespace: String,
     all_namespaces: bool,
     output: Output,
+    selector: Option<String>,
 }
 
 impl Session {
@@ -47,6 +48,18 @@ impl Session {
                 .map_err(config_error)?,
             (None, None) => Config::infer().await.map_err(config_error)?,
         };
+        let mut config = config;
+        if let Some(user) = &global.as_user {
+            config.auth_info.impersonate = Some(user.clone());
+        }
+        if !global.as_groups.is_empty() {
+            config.auth_info.impersonate_groups = Some(global.as_groups.clone());
+        }
+        if let Some(timeout) = global.request_timeout.filter(|t| !t.is_zero()) {
+            config.connect_timeout = Some(timeout);
+            config.read_timeout = Some(timeout);
+            config.write_timeout = Some(timeout);
+        }
         let namespace = global
             .namespace
             .clone()
@@ -57,6 +70,7 @@ impl Session {
             namespace,
             all_namespaces: global.all_namespaces,
             output: global.output,
+            selector: global.selector.clone(),
         })
     }
 
@@ -70,7 +84,11 @@ impl Session {
         } else {
             self.apps()
         };
-        let mut apps = api.list(&ListParams::default()).await?.items;
+        let mut params = ListParams::default();
+        if let Some(selector) = &self.selector {
+            params = params.labels(selector);
+        }
+        let mut apps = api.list(&params).await?.items;
         apps.sort_by_key(|a| (a.namespace(), a.name_any()));
         Ok(apps)
     }
@@ -113,9 +131,18 @@ impl Session {
         Ok(app.name_any())
     }
 
-    fn print(&self, value: &Value, table: impl FnOnce() -> String) -> Result<(), PluginError> {
+    /// Prints in the session's format: `table(wide)`, one name per line,
+    /// or the JSON/YAML document `value`.
+    fn print(
+        &self,
+        value: &Value,
+        table: impl FnOnce(bool) -> String,
+        names: impl FnOnce() -> Vec<String>,
+    ) -> Result<(), PluginError> {
         match self.output {
-            Output::Table => print!("{}", table()),
+            Output::Table => print!("{}", table(false)),
+            Output::Wide => print!("{}", table(true)),
+            Output::Name => names().iter().for_each(|name| println!("{name}")),
             Output::Json => println!(
                 "{}",
                 serde_json::to_string_pretty(value).unwrap_or_default()
@@ -132,6 +159,17 @@ fn config_error(error: impl std::fmt::Display) -> PluginError {
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> Result<(), PluginError> {
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        clap_complete::generate(
+            *shell,
+            &mut command,
+            "kubectl-statefulapp",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
     if let Command::Import { file } = &cli.command {
         let text = read_input(file)?;
         let imported = crate::marathon::import_app(&text, cli.global.namespace.as_deref())
@@ -156,7 +194,7 @@ pub async fn run(cli: Cli) -> Result<(), PluginError> {
     match cli.command {
         Command::App(command) => app(&session, command).await,
         Command::Task(command) => task(&session, command).await,
-        Command::Import { .. } => unreachable!("handled above"),
+        Command::Import { .. } | Command::Completion { .. } => unreachable!("handled above"),
     }
 }
 
@@ -176,9 +214,15 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
         AppCommand::List => {
             let apps = session.list_apps().await?;
             let value = serde_json::to_value(&apps).unwrap_or_default();
-            session.print(&value, || {
-                app_table(&apps, Timestamp::now(), session.all_namespaces)
-            })
+            session.print(
+                &value,
+                |wide| app_table(&apps, Timestamp::now(), session.all_namespaces, wide),
+                || {
+                    apps.iter()
+                        .map(|a| format!("statefulapp.statefulapp.io/{}", a.name_any()))
+                        .collect()
+                },
+            )
         }
         AppCommand::Stop { app, wait } => {
             let name = session.set_instances(&app, 0).await?;
@@ -324,9 +368,16 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
                         .map(move |i| task_document(app, i))
                 })
                 .collect();
-            session.print(&json!(documents), || {
-                task_table(&apps, session.all_namespaces)
-            })
+            session.print(
+                &json!(documents),
+                |wide| task_table(&apps, session.all_namespaces, wide),
+                || {
+                    apps.iter()
+                        .flat_map(|a| a.status.iter().flat_map(|s| &s.instances))
+                        .map(|i| i.id.clone())
+                        .collect()
+                },
+            )
         }
         TaskCommand::Show { id } => {
             let apps = session.list_apps().await?;
@@ -341,9 +392,31 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
             }
             Ok(())
         }
-        TaskCommand::Stop { id, wipe, wait } => {
+        TaskCommand::Stop {
+            id,
+            wipe,
+            yes,
+            wait,
+        } => {
             let apps = session.list_apps().await?;
             let found = find_instance(&apps, &id)?;
+            if wipe && !found.exact {
+                // Destroying data takes the whole id: a prefix that matched
+                // one instance today may match another tomorrow.
+                if session.all_namespaces {
+                    return Err(PluginError::Usage(format!(
+                        "--wipe with --all-namespaces needs the full instance id, not a prefix ({id:?} matched {} in namespace {})",
+                        found.instance.id,
+                        found.app.namespace().unwrap_or_default()
+                    )));
+                }
+                if !yes {
+                    return Err(PluginError::Usage(format!(
+                        "--wipe destroys data: give the full instance id ({}), or add --yes to wipe what the prefix {id:?} matched",
+                        found.instance.id
+                    )));
+                }
+            }
             let app_name = found.app.name_any();
             let namespace = found.app.namespace().unwrap_or_default();
             let instance_id = found.instance.id.clone();

@@ -32,10 +32,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `app list`: one line per app.
-pub fn app_table(apps: &[StatefulApp], now: Timestamp, with_namespace: bool) -> String {
+pub fn app_table(apps: &[StatefulApp], now: Timestamp, with_namespace: bool, wide: bool) -> String {
     let mut header = vec!["APP", "INSTANCES", "RUNNING", "STOPPED", "READY", "AGE"];
     if with_namespace {
         header.insert(0, "NAMESPACE");
+    }
+    if wide {
+        header.extend(["RECONCILING", "STALLED"]);
     }
     let rows: Vec<Vec<String>> = apps
         .iter()
@@ -52,6 +55,16 @@ pub fn app_table(apps: &[StatefulApp], now: Timestamp, with_namespace: bool) -> 
             if with_namespace {
                 row.insert(0, app.namespace().unwrap_or_default());
             }
+            if wide {
+                let condition = |type_: &str| {
+                    status
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == type_ && c.status == "True")
+                        .map_or("-".to_string(), |c| c.reason.clone())
+                };
+                row.extend([condition("Reconciling"), condition("Stalled")]);
+            }
             row
         })
         .collect();
@@ -59,13 +72,16 @@ pub fn app_table(apps: &[StatefulApp], now: Timestamp, with_namespace: bool) -> 
 }
 
 /// `task list`: the tutorial's columns, stopped instances included.
-pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
+pub fn task_table(apps: &[StatefulApp], with_namespace: bool, wide: bool) -> String {
     // ID stays last, as in Marathon's `task list`.
     let mut header = vec![
         "APP", "HEALTHY", "STARTED", "HOST", "STATE", "RESERVED", "ID",
     ];
     if with_namespace {
         header.insert(0, "NAMESPACE");
+    }
+    if wide {
+        header.extend(["VOLUMES", "PERSISTENCE IDS"]);
     }
     let mut rows = Vec::new();
     for app in apps {
@@ -84,6 +100,15 @@ pub fn task_table(apps: &[StatefulApp], with_namespace: bool) -> String {
             ];
             if with_namespace {
                 row.insert(0, app.namespace().unwrap_or_default());
+            }
+            if wide {
+                let join = |f: fn(&crate::api::VolumeStatus) -> String| {
+                    instance.volumes.iter().map(f).collect::<Vec<_>>().join(",")
+                };
+                row.push(join(|v| {
+                    v.persistent_volume.clone().unwrap_or_else(|| "-".into())
+                }));
+                row.push(join(|v| v.persistence_id.clone()));
             }
             rows.push(row);
         }
@@ -195,7 +220,7 @@ mod tests {
 
     #[test]
     fn task_list_matches_the_tutorial_with_stopped_instances() {
-        let text = task_table(&[app()], false);
+        let text = task_table(&[app()], false, false);
         assert_eq!(
             text,
             "APP        HEALTHY  STARTED               HOST        STATE    RESERVED            ID\n\
@@ -207,7 +232,7 @@ mod tests {
     #[test]
     fn app_list_shows_counts_and_age() {
         let now = Timestamp::from_second(1_460_568_300 + 3600).unwrap();
-        let text = app_table(&[app()], now, true);
+        let text = app_table(&[app()], now, true, false);
         assert_eq!(
             text,
             "NAMESPACE  APP        INSTANCES  RUNNING  STOPPED  READY  AGE\n\

@@ -8,6 +8,8 @@ use super::PluginError;
 pub struct Found<'a> {
     pub app: &'a StatefulApp,
     pub instance: &'a InstanceStatus,
+    /// The query was the whole id or uuid, not a prefix.
+    pub exact: bool,
 }
 
 /// Finds the one instance whose id (`<app>.<uuid>`) or uuid starts with `query`.
@@ -21,10 +23,18 @@ pub fn find_instance<'a>(apps: &'a [StatefulApp], query: &str) -> Result<Found<'
         for instance in app.status.iter().flat_map(|s| &s.instances) {
             let uuid = instance.id.rsplit_once('.').map_or("", |(_, u)| u);
             if instance.id == query || uuid == query {
-                return Ok(Found { app, instance });
+                return Ok(Found {
+                    app,
+                    instance,
+                    exact: true,
+                });
             }
             if instance.id.starts_with(query) || uuid.starts_with(query) {
-                matches.push(Found { app, instance });
+                matches.push(Found {
+                    app,
+                    instance,
+                    exact: false,
+                });
             }
         }
     }
