@@ -21,7 +21,7 @@ use crate::api::StatefulApp;
 use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID,
     ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE,
-    LABEL_VOLUME, PersistenceId, claim_name, patch_params, pod_name, post_params,
+    LABEL_VOLUME, PersistenceId, claim_name, patch_params, pod_name, pod_volume_name, post_params,
 };
 use crate::{Error, Result};
 
@@ -242,7 +242,7 @@ impl Applier<'_> {
             .clone()
             .ok_or_else(|| Error::Invalid("spec.template.spec is missing".into()))?;
         for volume in &self.app.spec.volumes {
-            let pod_volume = format!("sapp-{}", volume.name);
+            let pod_volume = pod_volume_name(&volume.name);
             spec.volumes.get_or_insert_default().push(Volume {
                 name: pod_volume.clone(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

@@ -1,38 +1,274 @@
-//! Import of Marathon app definitions (JSON) as StatefulApps, for teams
-//! leaving DC/OS. Pure: text in, a StatefulApp and warnings out.
+//! Import of Marathon app definitions and group exports (JSON) as
+//! StatefulApps, for teams leaving DC/OS. Pure: text and the facts the
+//! caller gathered (node labels, uid names) in; objects and a report of
+//! every input field out. Cluster access stays with the caller.
 
 mod app;
 mod constraints;
 mod convert;
+mod ports;
+pub mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
 
 use crate::api::StatefulApp;
+pub use constraints::NodeLabels;
+pub use report::{Outcome, Report, Verdict};
 
+/// What the caller knows beyond the JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Namespace of a single app, and of the root group's apps.
+    pub namespace: Option<String>,
+    /// Group id (`/prod/db`) -> namespace, overriding one namespace per group.
+    pub namespace_map: BTreeMap<String, String>,
+    /// Labels of the live nodes, for `LIKE`/`UNLIKE` regexes; None offline.
+    pub nodes: Option<Vec<BTreeMap<String, String>>>,
+    /// User names -> uids (`user`).
+    pub users: BTreeMap<String, i64>,
+    /// Image of an init container that downloads `fetch` URIs.
+    pub fetch_image: Option<String>,
+}
+
+/// One app, imported.
 pub struct Imported {
     pub app: StatefulApp,
-    /// Fields that were approximated or have no equivalent, each named.
-    pub warnings: Vec<String>,
+    /// Services its `servicePort`s and VIP labels ask for.
+    pub services: Vec<Value>,
+    pub report: Report,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("not a Marathon app definition: {0}")]
+    #[error("not a Marathon app definition or group export: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
         "app id {0:?}: its last segment must be a DNS label of at most 40 characters starting with a letter"
     )]
     InvalidId(String),
     #[error(
-        "a StatefulApp needs at least one persistent volume (container.volumes[].persistent); use a Deployment for stateless apps"
+        "app {0}: not resident (no persistent volume in container.volumes); a StatefulApp needs one, use a Deployment for stateless apps"
     )]
-    NoPersistentVolume,
-    #[error("cannot import: {0}")]
-    Unsupported(String),
+    NotResident(String),
+    #[error("cannot import {}: {}", .0.app, .0.refusals().iter().map(|e| format!("{}: {}", e.field, e.detail)).collect::<Vec<_>>().join("; "))]
+    Refused(Report),
+    #[error("the imported app is not a valid StatefulApp: {0}")]
+    Internal(String),
 }
 
 /// Converts one Marathon app definition into a StatefulApp in `namespace`.
-pub fn import_app(json: &str, namespace: Option<&str>) -> Result<Imported, ImportError> {
-    let app: app::MarathonApp = serde_json::from_str(json)?;
-    convert::convert(app, namespace)
+pub fn import_app(json: &str, options: &Options) -> Result<Imported, ImportError> {
+    let value: Value = serde_json::from_str(json)?;
+    convert::convert(&value, options, options.namespace.as_deref())
+}
+
+/// An app of an import that was not imported, and why.
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+pub struct NotImported {
+    pub app: String,
+    pub reason: String,
+}
+
+/// The result of importing an app or a whole group export.
+#[derive(Default)]
+pub struct Export {
+    /// Namespaces, Services and StatefulApps, in the order to apply them.
+    pub objects: Vec<Value>,
+    /// One report per app that was converted or refused field by field.
+    pub reports: Vec<Report>,
+    /// Apps not resident (stateless): listed, not imported.
+    pub skipped: Vec<NotImported>,
+    /// Apps refused (with their report in `reports` when field by field).
+    pub refused: Vec<NotImported>,
+}
+
+impl Export {
+    /// Whether a refusal would go away with the cluster's node labels.
+    pub fn needs_nodes(&self) -> bool {
+        self.reports.iter().any(|r| {
+            r.refusals()
+                .iter()
+                .any(|e| e.detail.contains(constraints::NEEDS_NODES))
+        })
+    }
+
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let verdicts: Vec<Verdict> = self.reports.iter().map(Report::verdict).collect();
+        BTreeMap::from([
+            (
+                "exact",
+                verdicts.iter().filter(|v| **v == Verdict::Exact).count(),
+            ),
+            (
+                "withRewrites",
+                verdicts
+                    .iter()
+                    .filter(|v| **v == Verdict::WithRewrites)
+                    .count(),
+            ),
+            ("refused", self.refused.len()),
+            ("skipped", self.skipped.len()),
+        ])
+    }
+}
+
+/// Imports one app definition, or a group export (`GET /v2/groups`: nested
+/// `groups` and `apps`) with one namespace per group.
+pub fn import(json: &str, options: &Options) -> Result<Export, ImportError> {
+    let value: Value = serde_json::from_str(json)?;
+    let mut export = Export::default();
+    let is_group =
+        value.get("apps").is_some() || value.get("groups").is_some() || value.get("pods").is_some();
+    if !is_group {
+        add_app(&value, options, options.namespace.as_deref(), &mut export);
+        return Ok(export);
+    }
+    let mut apps = Vec::new();
+    collect(&value, &mut apps, &mut export);
+    let mut namespaces = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for (group, app) in apps {
+        let namespace = namespace_of(&group, options);
+        let id = app
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !names.insert((namespace.clone(), name.clone())) {
+            export.refused.push(NotImported {
+                app: id,
+                reason: format!(
+                    "another app of namespace {} is named {name} already",
+                    namespace.as_deref().unwrap_or("(default)")
+                ),
+            });
+            continue;
+        }
+        if add_app(&app, options, namespace.as_deref(), &mut export)
+            && let Some(ns) = namespace
+            && Some(&ns) != options.namespace.as_ref()
+        {
+            namespaces.insert(ns);
+        }
+    }
+    let namespace_docs = namespaces
+        .into_iter()
+        .map(|ns| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }));
+    export.objects.splice(0..0, namespace_docs);
+    Ok(export)
+}
+
+/// Converts one app into `export`; true if it was imported.
+fn add_app(app: &Value, options: &Options, namespace: Option<&str>, export: &mut Export) -> bool {
+    let id = app
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("(no id)")
+        .to_string();
+    match convert::convert(app, options, namespace) {
+        Ok(imported) => {
+            export.objects.extend(imported.services);
+            export
+                .objects
+                .push(serde_json::to_value(&imported.app).unwrap_or_default());
+            export.reports.push(imported.report);
+            true
+        }
+        Err(ImportError::NotResident(_)) => {
+            export.skipped.push(NotImported {
+                app: id,
+                reason: "not resident (no persistent volume): a stateless app, for a Deployment"
+                    .into(),
+            });
+            false
+        }
+        Err(ImportError::Refused(report)) => {
+            let reason = ImportError::Refused(report.clone()).to_string();
+            export.refused.push(NotImported { app: id, reason });
+            export.reports.push(report);
+            false
+        }
+        Err(e) => {
+            export.refused.push(NotImported {
+                app: id,
+                reason: e.to_string(),
+            });
+            false
+        }
+    }
+}
+
+/// Every app of a group export with its group id.
+fn collect(group: &Value, apps: &mut Vec<(String, Value)>, export: &mut Export) {
+    let id = group
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    for app in group
+        .get("apps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let app_id = app.get("id").and_then(Value::as_str).unwrap_or_default();
+        // Apps of an export carry absolute ids; a relative one is in this group.
+        let mut app = app.clone();
+        if !app_id.starts_with('/') {
+            app["id"] = json!(format!("{}/{app_id}", id.trim_end_matches('/')));
+        }
+        apps.push((id.clone(), app));
+    }
+    for pod in group
+        .get("pods")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        export.skipped.push(NotImported {
+            app: pod
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("(no id)")
+                .to_string(),
+            reason: "a Marathon pod (/v2/pods): not imported; only apps are".into(),
+        });
+    }
+    for sub in group
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        collect(sub, apps, export);
+    }
+}
+
+/// `/prod/db` -> `prod-db`, unless mapped; the root group -> `--namespace`.
+fn namespace_of(group: &str, options: &Options) -> Option<String> {
+    let normalized = format!("/{}", group.trim_matches('/'));
+    let mapped = options
+        .namespace_map
+        .iter()
+        .filter(|(g, _)| {
+            let g = format!("/{}", g.trim_matches('/'));
+            normalized == g || g == "/" || normalized.starts_with(&format!("{g}/"))
+        })
+        .max_by_key(|(g, _)| g.trim_matches('/').len());
+    if let Some((_, ns)) = mapped {
+        return Some(ns.clone());
+    }
+    if normalized == "/" {
+        return options.namespace.clone();
+    }
+    Some(ports::dns_name(&normalized))
 }
 
 #[cfg(test)]
@@ -42,175 +278,483 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn import(value: serde_json::Value) -> Imported {
-        import_app(&value.to_string(), Some("db")).unwrap_or_else(|e| panic!("{e}"))
+    fn options() -> Options {
+        Options {
+            namespace: Some("db".into()),
+            ..Default::default()
+        }
     }
 
-    fn error(value: serde_json::Value) -> String {
-        match import_app(&value.to_string(), None) {
+    fn import_with(value: &Value, options: &Options) -> Imported {
+        import_app(&value.to_string(), options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn import_one(value: Value) -> Imported {
+        import_with(&value, &options())
+    }
+
+    fn refusal(value: Value) -> String {
+        match import_app(&value.to_string(), &options()) {
             Ok(_) => panic!("imported"),
             Err(e) => e.to_string(),
         }
     }
 
-    /// The tutorial's postgres.marathon.json.
-    fn postgres() -> serde_json::Value {
+    fn pod(imported: &Imported) -> Value {
+        serde_json::to_value(imported.app.spec.template.spec.as_ref().unwrap()).unwrap()
+    }
+
+    fn env_of(pod: &Value) -> BTreeMap<String, Value> {
+        pod["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let value = e
+                    .get("value")
+                    .cloned()
+                    .unwrap_or_else(|| e["valueFrom"].clone());
+                (e["name"].as_str().unwrap().to_string(), value)
+            })
+            .collect()
+    }
+
+    fn entry<'a>(imported: &'a Imported, field: &str) -> &'a report::Entry {
+        imported
+            .report
+            .entries
+            .iter()
+            .find(|e| e.field == field)
+            .unwrap_or_else(|| panic!("no entry for {field}: {:#?}", imported.report.entries))
+    }
+
+    /// The tutorial's postgres.marathon.json, as DC/OS published it.
+    fn postgres() -> Value {
         json!({
             "id": "/postgres",
             "cpus": 1, "instances": 1, "mem": 512,
             "container": {
                 "type": "DOCKER",
-                "volumes": [
-                    { "containerPath": "pgdata", "mode": "RW", "persistent": { "size": 100 } },
-                    { "containerPath": "/var/lib/postgresql/data", "hostPath": "pgdata", "mode": "RW" }
-                ],
-                "docker": { "image": "postgres:9.5", "network": "BRIDGE",
+                "volumes": [{ "containerPath": "pgdata", "mode": "RW", "persistent": { "size": 100 } }],
+                "docker": { "image": "postgres:latest", "network": "BRIDGE",
                             "portMappings": [{ "containerPort": 5432, "hostPort": 0, "protocol": "tcp", "name": "postgres" }] }
             },
-            "env": { "POSTGRES_PASSWORD": "password", "PGDATA": "/mnt/mesos/sandbox/pgdata" },
+            "env": { "POSTGRES_PASSWORD": "password", "PGDATA": "pgdata" },
             "residency": { "taskLostBehavior": "WAIT_FOREVER" },
-            "upgradeStrategy": { "maximumOverCapacity": 0, "minimumHealthCapacity": 0 },
-            "healthChecks": [{ "protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 300, "intervalSeconds": 60, "maxConsecutiveFailures": 3 }]
+            "upgradeStrategy": { "maximumOverCapacity": 0, "minimumHealthCapacity": 0 }
         })
     }
 
     #[test]
-    fn the_tutorial_postgres_app_imports() {
-        let imported = import(postgres());
+    fn the_tutorial_app_keeps_its_data_path_in_the_volume() {
+        let imported = import_one(postgres());
         let app = &imported.app;
         assert_eq!(app.metadata.name.as_deref(), Some("postgres"));
         assert_eq!(app.metadata.namespace.as_deref(), Some("db"));
-        assert_eq!(app.spec.instances, 1);
         let volume = &app.spec.volumes[0];
         assert_eq!(
             (volume.name.as_str(), volume.size.as_str()),
             ("pgdata", "100Mi")
         );
         assert_eq!(
-            volume.mount_path, "/var/lib/postgresql/data",
-            "the hostPath trick"
+            volume.mount_path, "/mnt/mesos/sandbox/pgdata",
+            "where Mesos mounted it"
         );
-        assert_eq!(app.spec.upgrade_strategy.minimum_health_capacity, 0.0);
-        assert_eq!(app.spec.node_loss_policy.action, NodeLossAction::Wait);
-        let container = &app.spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(container.image.as_deref(), Some("postgres:9.5"));
-        let resources = serde_json::to_value(&container.resources).unwrap();
-        assert_eq!(resources["requests"]["cpu"], "1000m");
-        assert_eq!(resources["requests"]["memory"], "512Mi");
-        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 5432);
-        let probe = container.liveness_probe.as_ref().unwrap();
-        assert_eq!(probe.initial_delay_seconds, Some(300));
-        assert_eq!(probe.failure_threshold, Some(3));
+        let pod = pod(&imported);
+        let container = &pod["containers"][0];
+        assert_eq!(container["workingDir"], "/mnt/mesos/sandbox");
+        let env = env_of(&pod);
+        assert_eq!(env["MESOS_SANDBOX"], "/mnt/mesos/sandbox");
+        assert_eq!(
+            env["PGDATA"], "/mnt/mesos/sandbox/pgdata",
+            "inside the volume"
+        );
+        assert_eq!(entry(&imported, "env.PGDATA").outcome, Outcome::Rewritten);
         assert!(
-            imported.warnings.iter().any(|w| w.contains("network")),
-            "{:?}",
-            imported.warnings
+            entry(&imported, "env.PGDATA")
+                .detail
+                .contains("inside volume pgdata")
+        );
+        assert_eq!(env["PORT0"], "5432");
+        assert_eq!(env["PORT_POSTGRES"], "5432");
+        assert_eq!(app.spec.node_loss_policy.action, NodeLossAction::Wait);
+        assert_eq!(app.spec.upgrade_strategy.minimum_health_capacity, 0.0);
+        assert_eq!(imported.report.verdict(), Verdict::WithRewrites);
+    }
+
+    #[test]
+    fn the_host_path_trick_mounts_the_volume_in_the_sandbox_too() {
+        let mut app = postgres();
+        app["container"]["volumes"].as_array_mut().unwrap().push(
+            json!({ "containerPath": "/var/lib/postgresql/data", "hostPath": "pgdata", "mode": "RW" }),
+        );
+        app["env"]["PGDATA"] = json!("/var/lib/postgresql/data/pgdata");
+        let imported = import_one(app);
+        assert_eq!(
+            imported.app.spec.volumes[0].mount_path,
+            "/var/lib/postgresql/data"
+        );
+        let pod = pod(&imported);
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"],
+            json!([{ "name": crate::names::pod_volume_name("pgdata"), "mountPath": "/mnt/mesos/sandbox/pgdata" }])
+        );
+        assert_eq!(entry(&imported, "env.PGDATA").outcome, Outcome::Exact);
+        assert_eq!(
+            entry(&imported, "container.volumes[1]").outcome,
+            Outcome::Exact
         );
     }
 
     #[test]
-    fn mysql_with_unique_hosts_and_http_check() {
-        let imported = import(json!({
-            "id": "/prod/db/mysql", "instances": 3, "cpus": 0.5, "mem": 1024,
-            "cmd": "mysqld --datadir=/data",
-            "container": { "type": "MESOS", "docker": { "image": "mysql:8" },
-                "volumes": [{ "containerPath": "/data", "mode": "RW", "persistent": { "size": 2048, "type": "mount" } }],
-                "portMappings": [{ "containerPort": 3306 }, { "containerPort": 8080, "name": "admin" }] },
-            "constraints": [["hostname", "UNIQUE"]],
-            "healthChecks": [{ "protocol": "MESOS_HTTP", "path": "/health", "portIndex": 1 }],
-            "killSelection": "OLDEST_FIRST",
-            "labels": { "team": "data", "HAPROXY_GROUP": "external" }
+    fn sandbox_references_in_env_resolve_into_the_volume() {
+        let mut app = postgres();
+        app["env"] = json!({
+            "A": "$MESOS_SANDBOX/pgdata/x", "B": "${MESOS_SANDBOX}/other",
+            "C": "/mnt/mesos/sandbox/pgdata", "D": "./pgdata/sub", "E": "pgdataX", "F": "plain"
+        });
+        let imported = import_one(app);
+        let env = env_of(&pod(&imported));
+        assert_eq!(env["A"], "/mnt/mesos/sandbox/pgdata/x");
+        assert_eq!(env["B"], "/mnt/mesos/sandbox/other");
+        assert_eq!(env["C"], "/mnt/mesos/sandbox/pgdata");
+        assert_eq!(env["D"], "/mnt/mesos/sandbox/pgdata/sub");
+        assert_eq!(env["E"], "pgdataX", "not a path of the volume");
+        assert_eq!(env["F"], "plain");
+        assert_eq!(entry(&imported, "env.C").outcome, Outcome::Exact);
+        assert_eq!(entry(&imported, "env.F").outcome, Outcome::Exact);
+    }
+
+    #[test]
+    fn port_definitions_with_port_zero_and_a_mesos_http_check_import() {
+        let imported = import_one(json!({
+            "id": "/kv", "instances": 2, "cpus": 0.2, "mem": 128,
+            "cmd": "./kv --port $PORT0 --admin $PORT_ADMIN --data data",
+            "container": { "type": "MESOS", "docker": { "image": "kv:1" },
+                "volumes": [{ "containerPath": "data", "mode": "RW", "persistent": { "size": 512 } }] },
+            "portDefinitions": [
+                { "port": 0, "protocol": "tcp", "name": "http" },
+                { "port": 0, "name": "admin" },
+                { "port": 10105, "name": "peer", "labels": { "VIP_0": "/kv-peers:7000" } }
+            ],
+            "healthChecks": [{ "protocol": "MESOS_HTTP", "path": "/health", "portIndex": 0 },
+                             { "protocol": "MESOS_TCP", "port": 10105 }]
         }));
-        let app = &imported.app;
-        assert_eq!(app.metadata.name.as_deref(), Some("mysql"));
+        let pod = pod(&imported);
+        let ports: Vec<i64> = pod["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ports, vec![31000, 31001, 10105], "0 ports chosen in order");
+        let env = env_of(&pod);
+        assert_eq!(env["PORT0"], "31000");
+        assert_eq!(env["PORT1"], "31001");
+        assert_eq!(env["PORT_ADMIN"], "31001");
+        assert_eq!(env["PORT"], "31000");
+        assert_eq!(env["PORTS"], "31000,31001,10105");
+        let probe = &pod["containers"][0]["livenessProbe"];
+        assert_eq!(probe["httpGet"]["port"], 31000);
         assert_eq!(
-            app.metadata.annotations.as_ref().unwrap()["statefulapp.io/marathon-group"],
-            "prod/db"
+            pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+            "/health"
         );
-        assert_eq!(app.spec.kill_selection, KillSelection::OldestFirst);
-        assert_eq!(app.spec.volumes[0].mount_path, "/data");
-        assert_eq!(app.spec.volumes[0].name, "data");
-        let pod = app.spec.template.spec.as_ref().unwrap();
-        let anti = serde_json::to_value(&pod.affinity).unwrap();
         assert_eq!(
-            anti["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
+            entry(&imported, "healthChecks[1]").outcome,
+            Outcome::Dropped
+        );
+        let names: Vec<&str> = imported
+            .services
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["kv", "kv-peers"],
+            "one for the service port, one for the VIP"
+        );
+        assert_eq!(imported.services[1]["spec"]["ports"][0]["port"], 7000);
+        assert_eq!(
+            imported.services[1]["spec"]["ports"][0]["targetPort"],
+            10105
+        );
+        assert_eq!(
+            imported.services[0]["spec"]["selector"]["statefulapp.io/app"],
+            "kv"
+        );
+    }
+
+    #[test]
+    fn checks_map_to_probes_by_index_port_and_name() {
+        let mut app = postgres();
+        app["container"]["docker"]["portMappings"] = json!([
+            { "containerPort": 8080, "name": "web", "servicePort": 10001 },
+            { "containerPort": 0, "hostPort": 0, "name": "metrics" }
+        ]);
+        app["healthChecks"] = json!([{ "protocol": "COMMAND", "command": { "value": "pg_isready" },
+            "gracePeriodSeconds": 30, "intervalSeconds": 10, "timeoutSeconds": 5, "maxConsecutiveFailures": 2 }]);
+        app["readinessChecks"] = json!([{ "name": "ready", "protocol": "HTTPS", "path": "/ready", "portName": "metrics" }]);
+        let imported = import_one(app);
+        let pod = pod(&imported);
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["livenessProbe"]["exec"]["command"][2],
+            "pg_isready"
+        );
+        assert_eq!(container["livenessProbe"]["initialDelaySeconds"], 30);
+        assert_eq!(container["livenessProbe"]["failureThreshold"], 2);
+        assert_eq!(container["readinessProbe"]["httpGet"]["port"], 31000);
+        assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+        assert_eq!(imported.services[0]["spec"]["ports"][0]["port"], 10001);
+
+        let mut no_port = postgres();
+        no_port["container"]["docker"]["portMappings"] = json!([]);
+        no_port["healthChecks"] = json!([{ "protocol": "TCP", "portIndex": 1 }]);
+        assert!(refusal(no_port).contains("portIndex 1 but the app has 0 port(s)"));
+    }
+
+    #[test]
+    fn constraints_become_affinity_and_spread() {
+        let mut app = postgres();
+        app["instances"] = json!(6);
+        app["constraints"] = json!([
+            ["hostname", "UNIQUE"],
+            ["rack", "GROUP_BY", "3"],
+            ["@zone", "GROUP_BY"],
+            ["hostname", "MAX_PER", "2"],
+            ["@region", "LIKE", "eu-(west|central)-1"],
+            ["@hostname", "UNLIKE", "node-[0-9]"],
+            ["disk", "IS", "ssd"],
+            ["@region", "CLUSTER"]
+        ]);
+        let imported = import_one(app);
+        let pod = pod(&imported);
+        let affinity = &pod["affinity"];
+        assert_eq!(
+            affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
             "kubernetes.io/hostname"
         );
-        let container = &pod.containers[0];
         assert_eq!(
-            container.command.as_ref().unwrap()[2],
-            "mysqld --datadir=/data"
+            affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
+            "topology.kubernetes.io/region"
         );
-        let probe = serde_json::to_value(&container.liveness_probe).unwrap();
-        assert_eq!(probe["httpGet"]["port"], 8080);
+        let terms = &affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"];
+        assert_eq!(terms[0]["values"], json!(["eu-central-1", "eu-west-1"]));
+        assert_eq!(terms[1]["operator"], "NotIn");
+        assert_eq!(terms[1]["values"].as_array().unwrap().len(), 10);
+        assert_eq!(
+            terms[2],
+            json!({ "key": "disk", "operator": "In", "values": ["ssd"] })
+        );
+        let spread = &pod["topologySpreadConstraints"];
+        assert_eq!(spread[0]["minDomains"], 3);
+        assert_eq!(spread[1]["topologyKey"], "topology.kubernetes.io/zone");
+        assert_eq!(spread[2]["maxSkew"], 2);
+        assert_eq!(
+            entry(&imported, "constraints[3]").outcome,
+            Outcome::Approximated
+        );
+        assert_eq!(entry(&imported, "constraints[0]").outcome, Outcome::Exact);
+        assert_eq!(
+            entry(&imported, "constraints[6]").outcome,
+            Outcome::Rewritten,
+            "a plain label"
+        );
+    }
+
+    #[test]
+    fn a_like_regex_on_zones_uses_the_live_nodes_or_says_the_rewrite() {
+        let mut app = postgres();
+        app["constraints"] = json!([["@zone", "LIKE", "us-east-.*"]]);
+        let offline = refusal(app.clone());
         assert!(
-            imported
-                .warnings
-                .iter()
-                .any(|w| w.contains("type \"mount\""))
+            offline.contains("[\"@zone\", \"LIKE\", \"<value>|<value>|...\"]"),
+            "{offline}"
         );
-    }
-
-    #[test]
-    fn cassandra_with_group_by_and_max_per() {
-        let imported = import(json!({
-            "id": "cassandra", "instances": 6,
-            "container": { "docker": { "image": "cassandra:4" },
-                "volumes": [{ "containerPath": "data", "persistent": { "size": 10240 } },
-                            { "containerPath": "commitlog", "persistent": { "size": 1024 } }] },
-            "constraints": [["rack", "GROUP_BY", "3"], ["hostname", "MAX_PER", "2"], ["zone", "LIKE", "a|b"]]
-        }));
-        let app = &imported.app;
-        assert_eq!(app.spec.volumes.len(), 2);
-        assert_eq!(
-            app.spec.volumes[1].mount_path,
-            "/mnt/mesos/sandbox/commitlog"
+        let nodes = ["us-east-1a", "us-east-2b", "eu-west-1a"]
+            .iter()
+            .map(|z| BTreeMap::from([("topology.kubernetes.io/zone".to_string(), z.to_string())]))
+            .collect();
+        let imported = import_with(
+            &app,
+            &Options {
+                nodes: Some(nodes),
+                ..options()
+            },
         );
-        let pod = serde_json::to_value(app.spec.template.spec.as_ref().unwrap()).unwrap();
-        assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "rack");
-        assert_eq!(pod["topologySpreadConstraints"][1]["maxSkew"], 2);
-        let term = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        let terms = &pod(&imported)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             ["nodeSelectorTerms"][0]["matchExpressions"][0];
-        assert_eq!(term["values"], json!(["a", "b"]));
-        assert!(imported.warnings.iter().any(|w| w.contains("MAX_PER")));
-    }
-
-    #[test]
-    fn residency_relaunch_becomes_replace() {
-        let mut app = postgres();
-        app["residency"] = json!({ "taskLostBehavior": "RELAUNCH_AFTER_TIMEOUT", "relaunchEscalationTimeoutSeconds": 600 });
-        let imported = import(app);
-        assert_eq!(
-            imported.app.spec.node_loss_policy.action,
-            NodeLossAction::Replace
+        assert_eq!(terms["values"], json!(["us-east-1a", "us-east-2b"]));
+        assert!(
+            entry(&imported, "constraints[0]")
+                .detail
+                .contains("eu-west-1a"),
+            "says what it saw"
         );
-        assert_eq!(imported.app.spec.node_loss_policy.after_seconds, Some(600));
     }
 
     #[test]
-    fn unknown_and_runtime_fields_are_reported_not_dropped() {
+    fn the_rest_of_a_real_app() {
         let mut app = postgres();
-        app["fetch"] = json!([{ "uri": "https://example.com/x.tgz" }]);
-        app["dependencies"] = json!(["/other"]);
-        app["acceptedResourceRoles"] = json!(["slave_public"]);
-        app["disk"] = json!(100);
         app["user"] = json!("postgres");
-        let imported = import(app);
-        for field in [
-            "fetch",
-            "dependencies",
-            "acceptedResourceRoles",
-            "disk",
-            "user",
-        ] {
+        app["secrets"] = json!({ "pw": { "source": "/db/postgres/password" }, "tls": { "source": "db/tls-key" } });
+        app["env"]["POSTGRES_PASSWORD"] = json!({ "secret": "pw" });
+        app["container"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "containerPath": "tls.key", "secret": "tls" }));
+        app["args"] = json!(["-c", "max_connections=50"]);
+        app["taskKillGracePeriodSeconds"] = json!(30);
+        app["unreachableStrategy"] =
+            json!({ "inactiveAfterSeconds": 600, "expungeAfterSeconds": 1200 });
+        app["dependencies"] = json!(["/db/etcd"]);
+        app["labels"] = json!({ "team": "data", "HAPROXY_0_PATH": "/api" });
+        app["acceptedResourceRoles"] = json!(["*"]);
+        app["networks"] = json!([{ "mode": "container/bridge" }]);
+        app["killSelection"] = json!("OLDEST_FIRST");
+        let text = app.to_string();
+        let refused = refusal(app.clone());
+        assert!(refused.contains("--uid postgres=<uid>"), "{refused}");
+        let imported = import_with(
+            &app,
+            &Options {
+                users: BTreeMap::from([("postgres".into(), 999)]),
+                ..options()
+            },
+        );
+        let spec = &imported.app.spec;
+        assert_eq!(spec.kill_selection, KillSelection::OldestFirst);
+        assert_eq!(spec.node_loss_policy.action, NodeLossAction::Replace);
+        assert_eq!(spec.node_loss_policy.after_seconds, Some(600));
+        let pod = pod(&imported);
+        assert_eq!(
+            pod["securityContext"],
+            json!({ "runAsUser": 999, "fsGroup": 999 })
+        );
+        assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+        assert_eq!(
+            pod["containers"][0]["args"],
+            json!(["-c", "max_connections=50"])
+        );
+        let env = env_of(&pod);
+        assert_eq!(
+            env["POSTGRES_PASSWORD"],
+            json!({ "secretKeyRef": { "name": "db-postgres-password", "key": "value" } })
+        );
+        assert_eq!(pod["volumes"][0]["secret"]["secretName"], "db-tls-key");
+        assert!(
+            pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/mnt/mesos/sandbox/tls.key" && m["subPath"] == "value")
+        );
+        let annotations = imported.app.metadata.annotations.as_ref().unwrap();
+        assert_eq!(
+            annotations["statefulapp.io/marathon-dependencies"],
+            "/db/etcd"
+        );
+        assert!(annotations["statefulapp.io/marathon-labels"].contains("/api"));
+        assert_eq!(
+            entry(&imported, "residency").outcome,
+            Outcome::Dropped,
+            "superseded"
+        );
+        let output = serde_json::to_string(&imported.app).unwrap();
+        assert!(
+            !output.contains("\"password\""),
+            "no secret value: {output}"
+        );
+        assert!(text.contains("/db/postgres/password"));
+    }
+
+    #[test]
+    fn fetch_uris_need_an_image_to_download_them() {
+        let mut app = postgres();
+        app["fetch"] = json!([{ "uri": "https://example.com/tools.tgz", "extract": true }, { "uri": "https://example.com/run.sh", "executable": true }]);
+        assert!(refusal(app.clone()).contains("--fetch-image"));
+        let imported = import_with(
+            &app,
+            &Options {
+                fetch_image: Some("busybox:1".into()),
+                ..options()
+            },
+        );
+        let pod = pod(&imported);
+        let script = pod["initContainers"][0]["command"][2].as_str().unwrap();
+        assert!(
+            script.contains("tar xf 'tools.tgz'") && script.contains("chmod +x 'run.sh'"),
+            "{script}"
+        );
+        assert_eq!(
+            pod["volumes"][0],
+            json!({ "name": "mesos-sandbox", "emptyDir": {} })
+        );
+    }
+
+    #[test]
+    fn persistent_types_sizes_and_profiles() {
+        let mut app = postgres();
+        app["container"]["volumes"][0]["persistent"] =
+            json!({ "size": 100, "type": "mount", "maxSize": 200 });
+        let imported = import_one(app.clone());
+        assert_eq!(
+            entry(&imported, "container.volumes[0].persistent.type").outcome,
+            Outcome::Approximated
+        );
+        assert_eq!(
+            entry(&imported, "container.volumes[0].persistent.maxSize").outcome,
+            Outcome::Dropped
+        );
+        app["container"]["volumes"][0]["persistent"]["profileName"] = json!("fast-ssd");
+        assert!(refusal(app).contains("profileName"));
+    }
+
+    #[test]
+    fn every_field_of_the_input_has_an_entry() {
+        let mut app = postgres();
+        app["someFutureField"] = json!({ "nested": [1, 2] });
+        app["backoffSeconds"] = json!(1);
+        let imported = import_one(app.clone());
+        let fields: Vec<&str> = imported
+            .report
+            .entries
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect();
+        assert!(fields.contains(&"someFutureField.nested[1]"), "{fields:?}");
+        let mut leaves = Vec::new();
+        collect_leaves(&app, String::new(), &mut leaves);
+        for leaf in leaves {
             assert!(
-                imported
-                    .warnings
-                    .iter()
-                    .any(|w| w.starts_with(field) || w.contains(&format!("{field} "))),
-                "{field} not reported: {:?}",
-                imported.warnings
+                fields.iter().any(|f| leaf == *f
+                    || leaf.starts_with(&format!("{f}."))
+                    || leaf.starts_with(&format!("{f}["))),
+                "{leaf} has no entry"
             );
+        }
+    }
+
+    fn collect_leaves(value: &Value, path: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(m) if !m.is_empty() => m.iter().for_each(|(k, v)| {
+                collect_leaves(
+                    v,
+                    if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    },
+                    out,
+                )
+            }),
+            Value::Array(a) if !a.is_empty() => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| collect_leaves(v, format!("{path}[{i}]"), out)),
+            _ => out.push(path),
         }
     }
 
@@ -218,42 +762,97 @@ mod tests {
     fn what_cannot_be_honoured_is_refused_with_a_reason() {
         let mut no_volume = postgres();
         no_volume["container"]["volumes"] = json!([]);
-        assert!(error(no_volume).contains("at least one persistent volume"));
-
-        let mut regex = postgres();
-        regex["constraints"] = json!([["hostname", "LIKE", "10\\.0\\.[0-9]+"]]);
-        assert!(error(regex).contains("regular expressions"));
+        assert!(refusal(no_volume).contains("not resident"));
 
         let mut external = postgres();
-        external["container"]["volumes"]
-            .as_array_mut()
-            .unwrap()
+        external["container"]["volumes"].as_array_mut().unwrap()
             .push(json!({ "containerPath": "ext", "external": { "name": "vol", "provider": "dvdi" } }));
-        assert!(error(external).contains("external volume"));
+        assert!(refusal(external).contains("external volume"));
 
         let mut host = postgres();
         host["container"]["volumes"]
             .as_array_mut()
             .unwrap()
             .push(json!({ "containerPath": "/logs", "hostPath": "/var/log", "mode": "RW" }));
-        assert!(error(host).contains("not portable"));
+        assert!(refusal(host).contains("not portable"));
 
         let mut bad_id = postgres();
         bad_id["id"] = json!("/9lives");
-        assert!(error(bad_id).contains("DNS label"));
+        assert!(refusal(bad_id).contains("DNS label"));
 
-        let mut secret = postgres();
-        secret["env"]["PASSWORD"] = json!({ "secret": "pw" });
-        assert!(error(secret).contains("Secret"));
+        let mut unknown_secret = postgres();
+        unknown_secret["env"]["PASSWORD"] = json!({ "secret": "pw" });
+        assert!(refusal(unknown_secret).contains("which secrets does not define"));
 
         let mut no_image = postgres();
-        no_image["container"] = json!({ "volumes": postgres()["container"]["volumes"] });
-        assert!(error(no_image).contains("image"));
+        no_image["container"]["docker"] = json!({});
+        assert!(refusal(no_image).contains("image"));
+
+        let mut both = postgres();
+        both["cmd"] = json!("x");
+        both["args"] = json!(["y"]);
+        assert!(refusal(both).contains("both cmd and args"));
+    }
+
+    #[test]
+    fn a_group_export_imports_to_namespaces_per_group() {
+        let export = json!({
+            "id": "/",
+            "apps": [postgres()],
+            "groups": [
+                { "id": "/prod", "apps": [], "groups": [
+                    { "id": "/prod/db", "apps": [
+                        { "id": "/prod/db/mysql", "container": { "docker": { "image": "mysql:8" },
+                            "volumes": [{ "containerPath": "data", "persistent": { "size": 1024 } }] } },
+                        { "id": "/prod/db/web", "container": { "docker": { "image": "nginx" } } }
+                    ] }
+                ] }
+            ]
+        });
+        let result = import(&export.to_string(), &Options::default()).unwrap();
+        let kinds: Vec<(&str, &str)> = result
+            .objects
+            .iter()
+            .map(|o| {
+                (
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("Namespace", "prod-db"),
+                ("StatefulApp", "postgres"),
+                ("StatefulApp", "mysql")
+            ]
+        );
+        assert_eq!(result.objects[2]["metadata"]["namespace"], "prod-db");
+        assert!(result.objects[1]["metadata"].get("namespace").is_none());
+        assert_eq!(result.skipped.len(), 1);
+        assert_eq!(result.skipped[0].app, "/prod/db/web");
+        assert_eq!(
+            result.counts()["withRewrites"],
+            1,
+            "postgres: PGDATA, ports"
+        );
+        assert_eq!(result.counts()["exact"], 1, "mysql: nothing to rewrite");
+
+        let mapped = import(
+            &export.to_string(),
+            &Options {
+                namespace_map: BTreeMap::from([("/prod".into(), "databases".into())]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(mapped.objects[2]["metadata"]["namespace"], "databases");
     }
 
     #[test]
     fn imported_apps_round_trip_and_respect_the_crd_rules() {
-        let imported = import(postgres());
+        let imported = import_one(postgres());
         let text = serde_json::to_string(&imported.app).unwrap();
         let back: StatefulApp = serde_json::from_str(&text).unwrap();
         assert_eq!(back, imported.app);
@@ -266,7 +865,7 @@ mod tests {
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_text(text in ".{0,300}") {
-            let _ = import_app(&text, None);
+            let _ = import(&text, &Options::default());
         }
 
         #[test]
@@ -274,16 +873,20 @@ mod tests {
             id in "[/a-zA-Z0-9._-]{0,50}",
             size in proptest::option::of(-5.0f64..1e7),
             path in "[/a-zA-Z0-9._ -]{0,40}",
+            env in "[$/a-zA-Z0-9._{}-]{0,30}",
             cpus in proptest::option::of(-1.0f64..64.0),
-            constraint in prop::collection::vec("[A-Za-z_|.]{0,12}", 0..4),
+            port in proptest::option::of(-1i32..70000),
+            index in proptest::option::of(0usize..4),
+            constraint in prop::collection::vec("[A-Za-z_|.*@()\\[\\]-]{0,12}", 0..4),
         ) {
             let app = json!({
-                "id": id, "cpus": cpus,
-                "container": { "docker": { "image": "x" },
+                "id": id, "cpus": cpus, "env": { "X": env },
+                "container": { "docker": { "image": "x", "portMappings": [{ "containerPort": port }] },
                     "volumes": [{ "containerPath": path, "persistent": { "size": size } }] },
+                "healthChecks": [{ "protocol": "MESOS_TCP", "portIndex": index }],
                 "constraints": [constraint],
             });
-            if let Ok(imported) = import_app(&app.to_string(), None) {
+            if let Ok(imported) = import_app(&app.to_string(), &Options::default()) {
                 for volume in &imported.app.spec.volumes {
                     prop_assert!(crate::names::is_dns_label(&volume.name));
                     prop_assert!(volume.mount_path.starts_with('/'));

@@ -32,5 +32,7 @@ pub enum PluginError {
     )]
     Conflict(String),
     #[error("{0}")]
+    Import(String),
+    #[error("{0}")]
     Api(#[from] kube::Error),
 }
