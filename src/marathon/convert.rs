@@ -61,7 +61,7 @@ pub fn convert(
     );
     for key in RUNTIME {
         if input.get(key).is_some() {
-            report.dropped(*key, "runtime state, not configuration");
+            report.ignored(*key, "runtime state, not configuration");
         }
     }
 
@@ -100,14 +100,14 @@ pub fn convert(
             report.refused("args", "both cmd and args: Marathon refuses this too")
         }
         (Some(cmd), None) => {
-            main["command"] = json!(["/bin/sh", "-c", cmd]);
+            main["command"] = json!(["/bin/sh", "-c", literal(cmd)]);
             report.exact(
                 "cmd",
                 format!("command [/bin/sh, -c, cmd], run in {SANDBOX} as on Mesos"),
             );
         }
         (None, Some(args)) => {
-            main["args"] = json!(args);
+            main["args"] = json!(args.iter().map(|a| literal(a)).collect::<Vec<_>>());
             report.exact("args", "args (the image's entrypoint runs them)");
         }
         (None, None) => {}
@@ -175,7 +175,7 @@ pub fn convert(
                     Some(note) => report.exact(field, format!("{key}={value}: {note}")),
                     None => report.exact(field, "env"),
                 }
-                set(&mut env, json!({ "name": key, "value": value }));
+                set(&mut env, json!({ "name": key, "value": literal(&value) }));
             }
             Value::Object(o) if o.contains_key("secret") => {
                 let secret = o.get("secret").and_then(Value::as_str).unwrap_or_default();
@@ -198,7 +198,10 @@ pub fn convert(
             }
             other => {
                 report.rewritten(field, format!("{key}={other} as a string"));
-                set(&mut env, json!({ "name": key, "value": other.to_string() }));
+                set(
+                    &mut env,
+                    json!({ "name": key, "value": literal(&other.to_string()) }),
+                );
             }
         }
     }
@@ -488,6 +491,21 @@ pub fn convert(
         services,
         report,
     })
+}
+
+/// A string the kubelet passes on as Marathon did: it expands `$(VAR)` and
+/// turns `$$` into `$` in commands, args and env values; Mesos expanded
+/// nothing (the shell of `cmd` still does).
+pub fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '$' && matches!(chars.peek(), Some('$' | '(')) {
+            out.push('$');
+        }
+    }
+    out
 }
 
 /// Fields that are dropped for a reason worth saying.

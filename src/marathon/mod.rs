@@ -851,6 +851,21 @@ mod tests {
     }
 
     #[test]
+    fn commands_and_env_reach_the_shell_as_marathon_gave_them() {
+        let mut app = postgres();
+        app["cmd"] = json!("echo $(date) $$ $PORT0 $(PORT0)");
+        app["env"]["PRICE"] = json!("$$5 $(HOME)");
+        let imported = import_one(app);
+        let pod = pod(&imported);
+        // The kubelet turns `$$` into `$` and leaves other text alone.
+        assert_eq!(
+            pod["containers"][0]["command"][2],
+            "echo $$(date) $$$ $PORT0 $$(PORT0)"
+        );
+        assert_eq!(env_of(&pod)["PRICE"], "$$$5 $$(HOME)");
+    }
+
+    #[test]
     fn imported_apps_round_trip_and_respect_the_crd_rules() {
         let imported = import_one(postgres());
         let text = serde_json::to_string(&imported.app).unwrap();

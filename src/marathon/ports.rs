@@ -62,10 +62,18 @@ pub fn ports(app: &MarathonApp, report: &mut Report) -> Vec<Port> {
             let field = format!("{source}[{i}]");
             let asked = if mapping { p.container_port } else { p.port }.unwrap_or(0);
             let container_port = if asked > 0 {
-                report.exact(
-                    format!("{field}.{}", if mapping { "containerPort" } else { "port" }),
-                    format!("containerPort {asked}"),
-                );
+                if mapping {
+                    report.exact(
+                        format!("{field}.containerPort"),
+                        format!("containerPort {asked}"),
+                    );
+                } else {
+                    // A portDefinition's port is also its service port.
+                    report.rewritten(
+                        format!("{field}.port"),
+                        format!("containerPort {asked}, and port {asked} of the app's Service (the service port)"),
+                    );
+                }
                 asked
             } else {
                 while used.contains(&next_free) {
@@ -371,7 +379,7 @@ pub fn health_probe(
                 report.refused(field, "COMMAND check without command.value");
                 return None;
             };
-            json!({ "exec": { "command": ["/bin/sh", "-c", command] } })
+            json!({ "exec": { "command": ["/bin/sh", "-c", super::convert::literal(command)] } })
         }
         other => {
             report.refused(field, format!("unknown health check protocol {other:?}"));

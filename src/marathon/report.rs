@@ -8,6 +8,8 @@ use serde_json::Value;
 pub enum Outcome {
     /// The same meaning on Kubernetes.
     Exact,
+    /// Runtime state in an export (`version`, `tasksRunning`): nothing to map.
+    Ignored,
     /// Changed so that it keeps its meaning (a path made absolute, a port
     /// chosen for 0, a label value cleaned).
     Rewritten,
@@ -23,6 +25,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Exact => "exact",
+            Outcome::Ignored => "ignored",
             Outcome::Rewritten => "rewritten",
             Outcome::Approximated => "approximated",
             Outcome::Dropped => "dropped",
@@ -76,6 +79,10 @@ impl Report {
         self.add(field, Outcome::Exact, detail);
     }
 
+    pub fn ignored(&mut self, field: impl Into<String>, detail: impl Into<String>) {
+        self.add(field, Outcome::Ignored, detail);
+    }
+
     pub fn rewritten(&mut self, field: impl Into<String>, detail: impl Into<String>) {
         self.add(field, Outcome::Rewritten, detail);
     }
@@ -102,7 +109,7 @@ impl Report {
     pub fn verdict(&self) -> Verdict {
         let worst = self.entries.iter().map(|e| e.outcome).max();
         match worst {
-            None | Some(Outcome::Exact) => Verdict::Exact,
+            None | Some(Outcome::Exact | Outcome::Ignored) => Verdict::Exact,
             Some(Outcome::Refused) => Verdict::Refused,
             Some(_) => Verdict::WithRewrites,
         }

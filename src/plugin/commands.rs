@@ -173,7 +173,7 @@ async fn add(
         let imported =
             crate::marathon::import_app(&text, &options).map_err(|e| parse_error(e.to_string()))?;
         for entry in &imported.report.entries {
-            if entry.outcome != crate::marathon::Outcome::Exact {
+            if entry.outcome > crate::marathon::Outcome::Ignored {
                 eprintln!(
                     "warning: {}: {} ({})",
                     entry.field,
@@ -409,7 +409,7 @@ async fn import(global: &GlobalArgs, args: &ImportArgs) -> Result<(), PluginErro
         .reports
         .iter()
         .flat_map(|r| &r.entries)
-        .filter(|e| e.outcome != crate::marathon::Outcome::Exact)
+        .filter(|e| e.outcome > crate::marathon::Outcome::Ignored)
         .count();
     let counts = export.counts();
     if global.output == Output::Json {
