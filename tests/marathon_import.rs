@@ -8,12 +8,14 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::TestCluster;
 use support::fixtures::wait_for_status_within;
 use support::operator::Operator;
+use support::wait_until;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-statefulapp");
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/marathon");
@@ -130,6 +132,13 @@ const CASES: &[Case] = &[
         counts: [0, 2, 0, 1],
         refusal: None,
         reports: &["runtime state, not configuration"],
+    },
+    Case {
+        file: "platform-group.json",
+        flags: &["--deployments"],
+        counts: [0, 3, 0, 0],
+        refusal: None,
+        reports: &["Deployment frontend"],
     },
     Case {
         file: "journal-tutorial.json",
@@ -311,10 +320,35 @@ async fn the_corpus_imports_as_expected_and_applies_to_the_plane() {
                     let services: Api<Service> = Api::namespaced(client.clone(), object_ns);
                     let service = services.get(name).await.expect("the Service");
                     let selector = service.spec.unwrap().selector.unwrap();
-                    assert_eq!(
-                        selector.get("statefulapp.io/app").map(String::as_str),
-                        object["metadata"]["labels"]["statefulapp.io/app"].as_str()
+                    // It selects the pods of a workload of this import.
+                    let selects = result["objects"].as_array().unwrap().iter().any(|o| {
+                        let labels = &o["spec"]["template"]["metadata"]["labels"];
+                        let pod_labels = match o["kind"].as_str() {
+                            Some("StatefulApp") => {
+                                json!({ "statefulapp.io/app": o["metadata"]["name"] })
+                            }
+                            _ => labels.clone(),
+                        };
+                        !selector.is_empty()
+                            && selector.iter().all(|(k, v)| pod_labels[k] == json!(v))
+                    });
+                    assert!(
+                        selects,
+                        "{what}: Service {name} selects {selector:?}, no pods of this import"
                     );
+                }
+                "Deployment" => {
+                    let deployments: Api<Deployment> = Api::namespaced(client.clone(), object_ns);
+                    let replicas = object["spec"]["replicas"].as_i64().unwrap() as i32;
+                    wait_until(
+                        Duration::from_secs(120),
+                        &format!("{what}: {name} available"),
+                        || async {
+                            let status = deployments.get(name).await.ok()?.status?;
+                            (status.available_replicas == Some(replicas)).then_some(())
+                        },
+                    )
+                    .await;
                 }
                 other => panic!("{what}: unexpected {other}"),
             }

@@ -12,7 +12,7 @@ use super::ports::{
     container_ports, dns_name, health_probe, port_env, ports, readiness_probe, services,
 };
 use super::report::Report;
-use super::{ImportError, Imported, Options};
+use super::{ImportError, Imported, Options, Workload};
 use crate::api::StatefulApp;
 use crate::names::{is_dns_label, pod_volume_name};
 
@@ -43,20 +43,25 @@ pub fn convert(
     let app: MarathonApp = serde_json::from_value(input.clone())?;
     let mut report = Report::new(&app.id);
     let (name, group) = app_name(&app.id)?;
-    if !app
+    let resident = app
         .container
         .as_ref()
-        .is_some_and(|c| c.volumes.iter().any(|v| v.persistent.is_some()))
-    {
+        .is_some_and(|c| c.volumes.iter().any(|v| v.persistent.is_some()));
+    if !resident && !options.deployments {
         return Err(ImportError::NotResident(app.id.clone()));
     }
+    let kind = if resident {
+        "StatefulApp"
+    } else {
+        "Deployment"
+    };
     report.exact(
         "id",
         match &group {
-            Some(g) => format!(
-                "StatefulApp {name} (group {g} in annotation statefulapp.io/marathon-group)"
-            ),
-            None => format!("StatefulApp {name}"),
+            Some(g) => {
+                format!("{kind} {name} (group {g} in annotation statefulapp.io/marathon-group)")
+            }
+            None => format!("{kind} {name}"),
         },
     );
     for key in RUNTIME {
@@ -65,7 +70,8 @@ pub fn convert(
         }
     }
 
-    let container = app.container.as_ref().expect("checked above");
+    let no_container = super::app::Container::default();
+    let container = app.container.as_ref().unwrap_or(&no_container);
     let docker = container.docker.as_ref();
     match container.kind.as_deref() {
         Some(kind @ ("DOCKER" | "MESOS")) => report.exact(
@@ -120,7 +126,14 @@ pub fn convert(
     if !ports.is_empty() {
         main["ports"] = json!(container_ports(&ports));
     }
-    let services = services(&name, namespace, &ports);
+    // A Deployment's pods are not a StatefulApp's: their Services select
+    // them by another label.
+    let selector_key = if resident {
+        "statefulapp.io/app"
+    } else {
+        DEPLOYMENT_SELECTOR
+    };
+    let services = services(&name, namespace, &ports, selector_key);
     if let Some(network) = docker.and_then(|d| d.network.as_deref()) {
         report.rewritten(
             "container.docker.network",
@@ -413,6 +426,19 @@ pub fn convert(
     if let Some(n) = app.instances {
         report.exact("instances", format!("instances {n}"));
     }
+    if !resident {
+        return deployment(DeploymentParts {
+            input,
+            app: &app,
+            name: &name,
+            group: group.as_deref(),
+            namespace,
+            labels,
+            pod_spec: spec["template"]["spec"].take(),
+            services,
+            report,
+        });
+    }
     if let Some(upgrade) = &app.upgrade_strategy {
         if let Some(capacity) = upgrade.minimum_health_capacity {
             spec["upgradeStrategy"] = json!({ "minimumHealthCapacity": capacity });
@@ -487,7 +513,110 @@ pub fn convert(
     let app: StatefulApp =
         serde_json::from_value(document).map_err(|e| ImportError::Internal(e.to_string()))?;
     Ok(Imported {
+        workload: Workload::StatefulApp(Box::new(app)),
+        services,
+        report,
+    })
+}
+
+/// The label a Deployment made from a stateless app selects its pods by.
+const DEPLOYMENT_SELECTOR: &str = "app.kubernetes.io/name";
+
+struct DeploymentParts<'a> {
+    input: &'a Value,
+    app: &'a MarathonApp,
+    name: &'a str,
+    group: Option<&'a str>,
+    namespace: Option<&'a str>,
+    labels: BTreeMap<String, String>,
+    pod_spec: Value,
+    services: Vec<Value>,
+    report: Report,
+}
+
+/// A stateless app (no persistent volume), on request, as a Deployment.
+fn deployment(parts: DeploymentParts) -> Result<Imported, ImportError> {
+    let DeploymentParts {
+        input,
         app,
+        name,
+        group,
+        namespace,
+        labels,
+        pod_spec,
+        services,
+        mut report,
+    } = parts;
+    let instances = app.instances.unwrap_or(1);
+    let mut spec = json!({
+        "replicas": instances,
+        "selector": { "matchLabels": { DEPLOYMENT_SELECTOR: name } },
+        "template": { "metadata": { "labels": labels }, "spec": pod_spec },
+    });
+    spec["template"]["metadata"]["labels"][DEPLOYMENT_SELECTOR] = json!(name);
+    if let Some(upgrade) = &app.upgrade_strategy {
+        // Marathon keeps ceil(n * minimumHealthCapacity) healthy and starts
+        // at most floor(n * maximumOverCapacity) extra.
+        let health = upgrade
+            .minimum_health_capacity
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        let over = upgrade.maximum_over_capacity.unwrap_or(1.0).clamp(0.0, 1.0);
+        let n = f64::from(instances.max(0));
+        let unavailable = n as i64 - (n * health).ceil() as i64;
+        let mut surge = (n * over).floor() as i64;
+        if unavailable == 0 && surge == 0 {
+            surge = 1;
+            report.approximated(
+                "upgradeStrategy",
+                "maxSurge 1, maxUnavailable 0: a Deployment must be allowed one of them",
+            );
+        } else {
+            report.exact(
+                "upgradeStrategy",
+                format!("rollingUpdate maxUnavailable {unavailable}, maxSurge {surge}"),
+            );
+        }
+        spec["strategy"] = json!({ "type": "RollingUpdate",
+            "rollingUpdate": { "maxUnavailable": unavailable, "maxSurge": surge } });
+    }
+    for field in ["killSelection", "residency", "unreachableStrategy"] {
+        if input.get(field).is_some() {
+            report.dropped(
+                field,
+                "a Deployment chooses which pods to remove, and replaces pods of a lost node after its not-ready toleration (300 s by default)",
+            );
+        }
+    }
+    let mut annotations =
+        BTreeMap::from([("statefulapp.io/marathon-id".to_string(), app.id.clone())]);
+    if let Some(group) = group {
+        annotations.insert("statefulapp.io/marathon-group".into(), group.to_string());
+    }
+    if !app.dependencies.is_empty() {
+        annotations.insert(
+            "statefulapp.io/marathon-dependencies".into(),
+            app.dependencies.join(","),
+        );
+        report.dropped(
+            "dependencies",
+            "Kubernetes has no start order between apps (kept in annotation statefulapp.io/marathon-dependencies)",
+        );
+    }
+    let mut metadata = json!({ "name": name, "annotations": annotations });
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    known_drops(input, &mut report);
+    report.cover(input);
+    if !report.refusals().is_empty() {
+        return Err(ImportError::Refused(report));
+    }
+    let document = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec });
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(document).map_err(|e| ImportError::Internal(e.to_string()))?;
+    Ok(Imported {
+        workload: Workload::Deployment(Box::new(deployment)),
         services,
         report,
     })
@@ -691,9 +820,6 @@ fn volumes(
             ),
         }
         out.volumes.push(json!({ "name": name, "size": format!("{}Mi", persistent.size.unwrap_or(1.0).ceil().max(1.0) as i64), "mountPath": mount_path }));
-    }
-    if out.volumes.is_empty() {
-        return out;
     }
     for (i, volume) in volumes
         .iter()

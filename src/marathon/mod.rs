@@ -30,11 +30,21 @@ pub struct Options {
     pub users: BTreeMap<String, i64>,
     /// Image of an init container that downloads `fetch` URIs.
     pub fetch_image: Option<String>,
+    /// Import stateless apps (no persistent volume) as Deployments instead
+    /// of skipping them.
+    pub deployments: bool,
+}
+
+/// What an app became.
+pub enum Workload {
+    StatefulApp(Box<StatefulApp>),
+    /// A stateless app, when asked for (`Options::deployments`).
+    Deployment(Box<k8s_openapi::api::apps::v1::Deployment>),
 }
 
 /// One app, imported.
 pub struct Imported {
-    pub app: StatefulApp,
+    pub workload: Workload,
     /// Services its `servicePort`s and VIP labels ask for.
     pub services: Vec<Value>,
     pub report: Report,
@@ -58,10 +68,31 @@ pub enum ImportError {
     Internal(String),
 }
 
-/// Converts one Marathon app definition into a StatefulApp in `namespace`.
-pub fn import_app(json: &str, options: &Options) -> Result<Imported, ImportError> {
+/// One app as a StatefulApp.
+pub struct ImportedApp {
+    pub app: StatefulApp,
+    /// Services its `servicePort`s and VIP labels ask for.
+    pub services: Vec<Value>,
+    pub report: Report,
+}
+
+/// Converts one resident Marathon app definition into a StatefulApp in
+/// `namespace`.
+pub fn import_app(json: &str, options: &Options) -> Result<ImportedApp, ImportError> {
     let value: Value = serde_json::from_str(json)?;
-    convert::convert(&value, options, options.namespace.as_deref())
+    let options = Options {
+        deployments: false,
+        ..options.clone()
+    };
+    let imported = convert::convert(&value, &options, options.namespace.as_deref())?;
+    match imported.workload {
+        Workload::StatefulApp(app) => Ok(ImportedApp {
+            app: *app,
+            services: imported.services,
+            report: imported.report,
+        }),
+        Workload::Deployment(_) => Err(ImportError::Internal("a stateless app".into())),
+    }
 }
 
 /// An app of an import that was not imported, and why.
@@ -175,9 +206,11 @@ fn add_app(app: &Value, options: &Options, namespace: Option<&str>, export: &mut
     match convert::convert(app, options, namespace) {
         Ok(imported) => {
             export.objects.extend(imported.services);
-            export
-                .objects
-                .push(serde_json::to_value(&imported.app).unwrap_or_default());
+            let object = match &imported.workload {
+                Workload::StatefulApp(app) => serde_json::to_value(app),
+                Workload::Deployment(deployment) => serde_json::to_value(deployment),
+            };
+            export.objects.push(object.unwrap_or_default());
             export.reports.push(imported.report);
             true
         }
@@ -285,11 +318,11 @@ mod tests {
         }
     }
 
-    fn import_with(value: &Value, options: &Options) -> Imported {
+    fn import_with(value: &Value, options: &Options) -> ImportedApp {
         import_app(&value.to_string(), options).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn import_one(value: Value) -> Imported {
+    fn import_one(value: Value) -> ImportedApp {
         import_with(&value, &options())
     }
 
@@ -300,7 +333,7 @@ mod tests {
         }
     }
 
-    fn pod(imported: &Imported) -> Value {
+    fn pod(imported: &ImportedApp) -> Value {
         serde_json::to_value(imported.app.spec.template.spec.as_ref().unwrap()).unwrap()
     }
 
@@ -319,7 +352,7 @@ mod tests {
             .collect()
     }
 
-    fn entry<'a>(imported: &'a Imported, field: &str) -> &'a report::Entry {
+    fn entry<'a>(imported: &'a ImportedApp, field: &str) -> &'a report::Entry {
         imported
             .report
             .entries
@@ -848,6 +881,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mapped.objects[2]["metadata"]["namespace"], "databases");
+
+        // On request, the stateless app becomes a Deployment.
+        let with_deployments = import(
+            &export.to_string(),
+            &Options {
+                deployments: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(with_deployments.skipped.is_empty());
+        let deployment = with_deployments
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("a Deployment");
+        assert_eq!(deployment["metadata"]["name"], "web");
+        assert_eq!(
+            deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+            "web"
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+            "web"
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx"
+        );
     }
 
     #[test]

@@ -291,7 +291,12 @@ pub fn container_ports(ports: &[Port]) -> Vec<Value> {
 
 /// Services asked for by `servicePort`s (one named after the app) and by
 /// named VIPs (one per VIP name).
-pub fn services(app_name: &str, namespace: Option<&str>, ports: &[Port]) -> Vec<Value> {
+pub fn services(
+    app_name: &str,
+    namespace: Option<&str>,
+    ports: &[Port],
+    selector_key: &str,
+) -> Vec<Value> {
     let mut by_name: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (i, port) in ports.iter().enumerate() {
         let mut wanted = Vec::new();
@@ -317,8 +322,7 @@ pub fn services(app_name: &str, namespace: Option<&str>, ports: &[Port]) -> Vec<
     by_name
         .into_iter()
         .map(|(name, ports)| {
-            let mut metadata =
-                json!({ "name": name, "labels": { "statefulapp.io/app": app_name } });
+            let mut metadata = json!({ "name": name, "labels": { selector_key: app_name } });
             if let Some(ns) = namespace {
                 metadata["namespace"] = json!(ns);
             }
@@ -326,7 +330,7 @@ pub fn services(app_name: &str, namespace: Option<&str>, ports: &[Port]) -> Vec<
                 "apiVersion": "v1",
                 "kind": "Service",
                 "metadata": metadata,
-                "spec": { "selector": { "statefulapp.io/app": app_name }, "ports": ports },
+                "spec": { "selector": { selector_key: app_name }, "ports": ports },
             })
         })
         .collect()

@@ -78,6 +78,10 @@ pub struct ImportArgs {
     /// wget, tar, unzip); without it such apps are refused.
     #[arg(long, value_name = "IMAGE")]
     pub fetch_image: Option<String>,
+    /// Import stateless apps (no persistent volume) as Deployments instead
+    /// of listing them as skipped.
+    #[arg(long)]
+    pub deployments: bool,
 }
 
 #[derive(Subcommand, Debug)]

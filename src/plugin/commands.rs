@@ -376,6 +376,7 @@ async fn import(global: &GlobalArgs, args: &ImportArgs) -> Result<(), PluginErro
     let mut options = crate::marathon::Options {
         namespace: global.namespace.clone(),
         fetch_image: args.fetch_image.clone(),
+        deployments: args.deployments,
         ..Default::default()
     };
     for pair in &args.namespace_map {
