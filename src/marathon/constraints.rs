@@ -191,12 +191,21 @@ fn like(
     if let Some(values) = finite_language(pattern) {
         out.node_terms
             .push(json!({ "key": key, "operator": op, "values": values }));
-        report.exact(
-            field_path,
-            note(format!(
-                "nodeAffinity {key} {op} {values:?} (every value the regex matches)"
-            )),
-        );
+        let detail = note(format!(
+            "nodeAffinity {key} {op} {values:?} (every value the regex matches)"
+        ));
+        if key.starts_with("topology.kubernetes.io/") {
+            report.exact(field_path, detail);
+        } else if key == "kubernetes.io/hostname" {
+            report.rewritten(
+                field_path,
+                format!(
+                    "{detail}; the values must be Kubernetes node names, not the Mesos agents'"
+                ),
+            );
+        } else {
+            report.rewritten(field_path, detail);
+        }
         return;
     }
     let Some(nodes) = nodes else {

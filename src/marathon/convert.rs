@@ -386,7 +386,7 @@ pub fn convert(
                 volume_mounts.push(json!({ "name": "mesos-sandbox", "mountPath": SANDBOX }));
                 pod_spec["initContainers"] = json!([{
                     "name": "fetch", "image": fetch_image,
-                    "command": ["/bin/sh", "-c", script],
+                    "command": ["/bin/sh", "-c", literal(&script)],
                     "workingDir": SANDBOX,
                     "volumeMounts": [{ "name": "mesos-sandbox", "mountPath": SANDBOX }],
                 }]);

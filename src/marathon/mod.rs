@@ -939,6 +939,54 @@ mod tests {
         }
     }
 
+    /// Any JSON value at a top-level field of a real app: an error, a
+    /// refusal or an import, never a panic; and a report that covers every
+    /// field of the input.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-2i64..70000).prop_map(Value::from),
+            "[a-z$/.{}()|*-]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_field_value_is_imported_refused_or_an_error_and_always_reported(
+            field in prop::sample::select(vec![
+                "env", "labels", "portDefinitions", "healthChecks", "readinessChecks", "constraints",
+                "secrets", "fetch", "unreachableStrategy", "residency", "networks", "user", "args",
+                "upgradeStrategy", "dependencies", "acceptedResourceRoles", "somethingNew",
+            ]),
+            value in any_json(),
+        ) {
+            let mut app = postgres();
+            app[field] = value;
+            match import_app(&app.to_string(), &Options::default()) {
+                Ok(imported) => {
+                    let mut leaves = Vec::new();
+                    collect_leaves(&app, String::new(), &mut leaves);
+                    for leaf in leaves {
+                        prop_assert!(imported.report.entries.iter().any(|e| leaf == e.field
+                            || leaf.starts_with(&format!("{}.", e.field))
+                            || leaf.starts_with(&format!("{}[", e.field))), "{} has no entry", leaf);
+                    }
+                }
+                Err(ImportError::Refused(report)) => prop_assert!(!report.refusals().is_empty()),
+                Err(ImportError::Json(_)) => {}
+                Err(other) => prop_assert!(false, "{}", other),
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_text(text in ".{0,300}") {
