@@ -50,15 +50,15 @@ pub fn convert(
     } else {
         "Deployment"
     };
-    report.exact(
-        "id",
-        match &group {
-            Some(g) => {
-                format!("{kind} {name} (group {g} in annotation statefulapp.io/marathon-group)")
-            }
-            None => format!("{kind} {name}"),
-        },
-    );
+    let detail = match &group {
+        Some(g) => format!("{kind} {name} (group {g} in annotation statefulapp.io/marathon-group)"),
+        None => format!("{kind} {name}"),
+    };
+    if app.id.trim_end_matches('/').rsplit('/').next() == Some(name.as_str()) {
+        report.exact("id", detail);
+    } else {
+        report.rewritten("id", format!("{detail}: Kubernetes names are lowercase"));
+    }
     for key in RUNTIME {
         if input.get(key).is_some() {
             report.ignored(*key, "runtime state, not configuration");
@@ -150,137 +150,15 @@ pub fn convert(
         );
     }
 
-    // Environment: Marathon's own variables, then the app's (which win).
-    let mut env: Vec<Value> = Vec::new();
-    let set = |env: &mut Vec<Value>, entry: Value| {
-        env.retain(|e| e["name"] != entry["name"]);
-        env.push(entry);
-    };
-    set(
-        &mut env,
-        json!({ "name": "MESOS_SANDBOX", "value": SANDBOX }),
-    );
-    set(
-        &mut env,
-        json!({ "name": "MARATHON_APP_ID", "value": app.id }),
-    );
-    set(
-        &mut env,
-        json!({ "name": "HOST", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
-    );
-    for (key, value) in port_env(&ports) {
-        set(&mut env, json!({ "name": key, "value": value }));
-    }
-    for (key, value) in &app.env {
-        let field = format!("env.{key}");
-        match value {
-            Value::String(s) => {
-                let (value, note) = sandbox_path(s, &mounts.relative);
-                match note {
-                    Some(note) if value != *s => {
-                        report.rewritten(field, format!("{key}={value}: {note}"))
-                    }
-                    Some(note) => report.exact(field, format!("{key}={value}: {note}")),
-                    None => report.exact(field, "env"),
-                }
-                set(&mut env, json!({ "name": key, "value": literal(&value) }));
-            }
-            Value::Object(o) if o.contains_key("secret") => {
-                let secret = o.get("secret").and_then(Value::as_str).unwrap_or_default();
-                match secret_ref(secret, &app.secrets) {
-                    Some((secret_name, detail)) => {
-                        report.rewritten(
-                            field,
-                            format!("valueFrom.secretKeyRef {secret_name}/value ({detail})"),
-                        );
-                        set(
-                            &mut env,
-                            json!({ "name": key, "valueFrom": { "secretKeyRef": { "name": secret_name, "key": "value" } } }),
-                        );
-                    }
-                    None => report.refused(
-                        field,
-                        format!("names secret {secret:?}, which secrets does not define"),
-                    ),
-                }
-            }
-            other => {
-                report.rewritten(field, format!("{key}={other} as a string"));
-                set(
-                    &mut env,
-                    json!({ "name": key, "value": literal(&other.to_string()) }),
-                );
-            }
-        }
-    }
-    for (key, secret) in &app.secrets {
-        let used = app
-            .env
-            .values()
-            .any(|v| v.get("secret").and_then(Value::as_str) == Some(key))
-            || container
-                .volumes
-                .iter()
-                .any(|v| v.secret.as_deref() == Some(key));
-        if !used {
-            report.dropped(
-                format!("secrets.{key}"),
-                format!(
-                    "not used by env or volumes (source {:?})",
-                    secret.source.as_deref().unwrap_or("")
-                ),
-            );
-        } else {
-            report.rewritten(
-                format!("secrets.{key}"),
-                format!(
-                    "a reference to Kubernetes Secret {} (key value): create it from the secret store; no value is copied",
-                    secret_name(secret.source.as_deref().unwrap_or(key))
-                ),
-            );
-        }
-    }
-    main["env"] = json!(env);
+    main["env"] = json!(environment(
+        &app,
+        container,
+        &ports,
+        &mounts.relative,
+        &mut report
+    ));
 
-    // Checks.
-    for (i, check) in app.health_checks.iter().enumerate() {
-        let field = format!("healthChecks[{i}]");
-        if i > 0 {
-            report.dropped(
-                field,
-                "a container has one liveness probe: only healthChecks[0] is kept",
-            );
-            continue;
-        }
-        if let Some(probe) = health_probe(check, &ports, &field, &mut report) {
-            report.rewritten(
-                field,
-                "livenessProbe, and readinessProbe unless readinessChecks (Marathon routes only to healthy tasks); gracePeriodSeconds -> initialDelaySeconds, intervalSeconds -> periodSeconds, maxConsecutiveFailures -> failureThreshold",
-            );
-            if app.readiness_checks.is_empty() {
-                let mut readiness = probe.clone();
-                if let Some(o) = readiness.as_object_mut() {
-                    o.remove("initialDelaySeconds");
-                }
-                main["readinessProbe"] = readiness;
-            }
-            main["livenessProbe"] = probe;
-        }
-    }
-    for (i, check) in app.readiness_checks.iter().enumerate() {
-        let field = format!("readinessChecks[{i}]");
-        if i > 0 {
-            report.dropped(
-                field,
-                "a container has one readiness probe: only readinessChecks[0] is kept",
-            );
-            continue;
-        }
-        if let Some(probe) = readiness_probe(check, &ports, &field, &mut report) {
-            report.exact(field, "readinessProbe");
-            main["readinessProbe"] = probe;
-        }
-    }
+    checks(&app, &ports, &mut main, &mut report);
 
     // Pod-level settings.
     if let Some(grace) = app.task_kill_grace_period_seconds {
@@ -512,6 +390,149 @@ pub fn convert(
         services,
         report,
     })
+}
+
+/// The environment: Marathon's own variables, then the app's (which win).
+fn environment(
+    app: &MarathonApp,
+    container: &super::app::Container,
+    ports: &[super::ports::Port],
+    relative: &[(String, String)],
+    report: &mut Report,
+) -> Vec<Value> {
+    let mut env: Vec<Value> = Vec::new();
+    let set = |env: &mut Vec<Value>, entry: Value| {
+        env.retain(|e| e["name"] != entry["name"]);
+        env.push(entry);
+    };
+    set(
+        &mut env,
+        json!({ "name": "MESOS_SANDBOX", "value": SANDBOX }),
+    );
+    set(
+        &mut env,
+        json!({ "name": "MARATHON_APP_ID", "value": app.id }),
+    );
+    set(
+        &mut env,
+        json!({ "name": "HOST", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
+    );
+    for (key, value) in port_env(ports) {
+        set(&mut env, json!({ "name": key, "value": value }));
+    }
+    for (key, value) in &app.env {
+        let field = format!("env.{key}");
+        match value {
+            Value::String(s) => {
+                let (value, note) = sandbox_path(s, relative);
+                match note {
+                    Some(note) if value != *s => {
+                        report.rewritten(field, format!("{key}={value}: {note}"))
+                    }
+                    Some(note) => report.exact(field, format!("{key}={value}: {note}")),
+                    None => report.exact(field, "env"),
+                }
+                set(&mut env, json!({ "name": key, "value": literal(&value) }));
+            }
+            Value::Object(o) if o.contains_key("secret") => {
+                let secret = o.get("secret").and_then(Value::as_str).unwrap_or_default();
+                match secret_ref(secret, &app.secrets) {
+                    Some((secret_name, detail)) => {
+                        report.rewritten(
+                            field,
+                            format!("valueFrom.secretKeyRef {secret_name}/value ({detail})"),
+                        );
+                        set(
+                            &mut env,
+                            json!({ "name": key, "valueFrom": { "secretKeyRef": { "name": secret_name, "key": "value" } } }),
+                        );
+                    }
+                    None => report.refused(
+                        field,
+                        format!("names secret {secret:?}, which secrets does not define"),
+                    ),
+                }
+            }
+            other => {
+                report.rewritten(field, format!("{key}={other} as a string"));
+                set(
+                    &mut env,
+                    json!({ "name": key, "value": literal(&other.to_string()) }),
+                );
+            }
+        }
+    }
+    for (key, secret) in &app.secrets {
+        let used = app
+            .env
+            .values()
+            .any(|v| v.get("secret").and_then(Value::as_str) == Some(key))
+            || container
+                .volumes
+                .iter()
+                .any(|v| v.secret.as_deref() == Some(key));
+        if !used {
+            report.dropped(
+                format!("secrets.{key}"),
+                format!(
+                    "not used by env or volumes (source {:?})",
+                    secret.source.as_deref().unwrap_or("")
+                ),
+            );
+        } else {
+            report.rewritten(
+                format!("secrets.{key}"),
+                format!(
+                    "a reference to Kubernetes Secret {} (key value): create it from the secret store; no value is copied",
+                    secret_name(secret.source.as_deref().unwrap_or(key))
+                ),
+            );
+        }
+    }
+    env
+}
+
+/// Health checks as liveness (and readiness) probes, readiness checks as
+/// readiness probes.
+fn checks(app: &MarathonApp, ports: &[super::ports::Port], main: &mut Value, report: &mut Report) {
+    for (i, check) in app.health_checks.iter().enumerate() {
+        let field = format!("healthChecks[{i}]");
+        if i > 0 {
+            report.dropped(
+                field,
+                "a container has one liveness probe: only healthChecks[0] is kept",
+            );
+            continue;
+        }
+        if let Some(probe) = health_probe(check, ports, &field, report) {
+            report.rewritten(
+                field,
+                "livenessProbe, and readinessProbe unless readinessChecks (Marathon routes only to healthy tasks); gracePeriodSeconds -> initialDelaySeconds, intervalSeconds -> periodSeconds, maxConsecutiveFailures -> failureThreshold",
+            );
+            if app.readiness_checks.is_empty() {
+                let mut readiness = probe.clone();
+                if let Some(o) = readiness.as_object_mut() {
+                    o.remove("initialDelaySeconds");
+                }
+                main["readinessProbe"] = readiness;
+            }
+            main["livenessProbe"] = probe;
+        }
+    }
+    for (i, check) in app.readiness_checks.iter().enumerate() {
+        let field = format!("readinessChecks[{i}]");
+        if i > 0 {
+            report.dropped(
+                field,
+                "a container has one readiness probe: only readinessChecks[0] is kept",
+            );
+            continue;
+        }
+        if let Some(probe) = readiness_probe(check, ports, &field, report) {
+            report.exact(field, "readinessProbe");
+            main["readinessProbe"] = probe;
+        }
+    }
 }
 
 /// The label a Deployment made from a stateless app selects its pods by.

@@ -111,6 +111,16 @@ fn the_tutorial_app_keeps_its_data_path_in_the_volume() {
 }
 
 #[test]
+fn an_uppercase_id_is_lowercased_and_says_so() {
+    let mut app = postgres();
+    app["id"] = json!("/Prod/PostgreSQL");
+    let imported = import_one(app);
+    assert_eq!(imported.app.metadata.name.as_deref(), Some("postgresql"));
+    assert_eq!(entry(&imported, "id").outcome, Outcome::Rewritten);
+    assert_eq!(entry(&import_one(postgres()), "id").outcome, Outcome::Exact);
+}
+
+#[test]
 fn the_host_path_trick_mounts_the_volume_in_the_sandbox_too() {
     let mut app = postgres();
     app["container"]["volumes"].as_array_mut().unwrap().push(
