@@ -141,6 +141,13 @@ const CASES: &[Case] = &[
         reports: &["Deployment frontend"],
     },
     Case {
+        file: "journal-hostpath.json",
+        flags: &[],
+        counts: [0, 1, 0, 0],
+        refusal: None,
+        reports: &["and at /var/lib/journal"],
+    },
+    Case {
         file: "journal-tutorial.json",
         flags: &[],
         counts: [0, 1, 0, 0],

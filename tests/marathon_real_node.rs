@@ -20,6 +20,10 @@ const APP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/marathon/journal-tutorial.json"
 );
+const TRICK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/marathon/journal-hostpath.json"
+);
 const WAIT: Duration = Duration::from_secs(120);
 
 async fn release() -> &'static ChartRelease {
@@ -142,4 +146,60 @@ async fn the_tutorial_app_keeps_what_it_writes_at_its_relative_path() {
         "marathon real node: imported, ran, stopped and started with its data in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The hostPath trick (a host volume naming the persistent volume's relative
+/// path): Mesos showed the volume at both paths, and so does the pod.
+#[tokio::test]
+async fn the_host_path_trick_shows_one_volume_at_both_paths() {
+    let cluster = TestCluster::shared_real();
+    let release = release().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "trick").await;
+    let output = Command::new(PLUGIN)
+        .args(["import", "--offline", "-n", &ns, TRICK])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = cluster.dir.join(format!("{ns}-trick.yaml"));
+    std::fs::write(&yaml, &output.stdout).unwrap();
+    let applied = cluster
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    // Written at the absolute path, read (by the health check too) at the
+    // sandbox path.
+    let status =
+        wait_for_status_within(WAIT, &client, &ns, "journal-trick", release, "ready", |s| {
+            s.running == 1 && s.ready == 1
+        })
+        .await;
+    let instance = in_state(&status, InstanceState::Running)[0].clone();
+    let on_disk = cluster.data_dir_on_node(&ns, &instance).join("journal");
+    let written = wait_until(WAIT, "the journal on the node's disk", || async {
+        std::fs::read_to_string(&on_disk)
+            .ok()
+            .filter(|t| t.lines().count() == 1)
+    })
+    .await;
+    let pod = format!("journal-trick-{}", instance.id.split_once('.').unwrap().1);
+    let inside = cluster
+        .kubectl()
+        .args(["exec", "-n", &ns, &pod, "--", "sh", "-c"])
+        .arg("cat /var/lib/journal/journal pgdata/journal /mnt/mesos/sandbox/pgdata/journal")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&inside.stdout), written.repeat(3));
 }
