@@ -105,6 +105,11 @@ async fn the_tutorial_app_keeps_what_it_writes_at_its_relative_path() {
         "/mnt/mesos/sandbox/pgdata\n",
         "PGDATA named the volume"
     );
+    assert_eq!(
+        std::fs::read_to_string(data.join("task-id")).unwrap(),
+        format!("{}\n", instance.id),
+        "MESOS_TASK_ID is the instance id"
+    );
     let pod = format!("journal-{}", instance.id.split_once('.').unwrap().1);
     let inside = cluster
         .kubectl()

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::app::MarathonApp;
 use super::constraints::placement;
-use super::ports::{container_ports, health_probe, port_env, ports, readiness_probe, services};
+use super::ports::{
+    container_ports, env_suffix, health_probe, port_env, ports, readiness_probe, services,
+};
 use super::report::Report;
 use super::sandbox::{SANDBOX, fetch_script, sandbox_path, secret_name, secret_ref, volumes};
 use super::{ImportError, Imported, Options, Workload};
@@ -151,6 +153,8 @@ pub fn convert(
     }
 
     main["env"] = json!(environment(
+        &name,
+        resident,
         &app,
         container,
         &ports,
@@ -394,6 +398,8 @@ pub fn convert(
 
 /// The environment: Marathon's own variables, then the app's (which win).
 fn environment(
+    name: &str,
+    resident: bool,
     app: &MarathonApp,
     container: &super::app::Container,
     ports: &[super::ports::Port],
@@ -417,6 +423,55 @@ fn environment(
         &mut env,
         json!({ "name": "HOST", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
     );
+    if resident {
+        // The instance id has the task id's shape: `<app>.<uuid>`, the uuid
+        // being the pod's instance label.
+        set(
+            &mut env,
+            json!({ "name": "STATEFULAPP_INSTANCE_UUID", "valueFrom": { "fieldRef": {
+                "fieldPath": "metadata.labels['statefulapp.io/instance']" } } }),
+        );
+        set(
+            &mut env,
+            json!({ "name": "MESOS_TASK_ID", "value": format!("{name}.$(STATEFULAPP_INSTANCE_UUID)") }),
+        );
+    } else {
+        set(
+            &mut env,
+            json!({ "name": "MESOS_TASK_ID", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
+        );
+    }
+    if let Some(image) = container.docker.as_ref().and_then(|d| d.image.as_ref()) {
+        set(
+            &mut env,
+            json!({ "name": "MARATHON_APP_DOCKER_IMAGE", "value": literal(image) }),
+        );
+    }
+    // Marathon's defaults when the app leaves them out.
+    for (key, value) in [
+        ("CPUS", format!("{:?}", app.cpus.unwrap_or(1.0))),
+        ("MEM", format!("{:?}", app.mem.unwrap_or(128.0))),
+        ("DISK", format!("{:?}", app.disk.unwrap_or(0.0))),
+        ("GPUS", format!("{}", app.gpus.unwrap_or(0.0).ceil() as i64)),
+    ] {
+        set(
+            &mut env,
+            json!({ "name": format!("MARATHON_APP_RESOURCE_{key}"), "value": value }),
+        );
+    }
+    let label_names: Vec<String> = app.labels.keys().map(|k| env_suffix(k)).collect();
+    if !label_names.is_empty() {
+        set(
+            &mut env,
+            json!({ "name": "MARATHON_APP_LABELS", "value": label_names.join(" ") }),
+        );
+    }
+    for (key, value) in &app.labels {
+        set(
+            &mut env,
+            json!({ "name": format!("MARATHON_APP_LABEL_{}", env_suffix(key)), "value": literal(value) }),
+        );
+    }
     for (key, value) in port_env(ports) {
         set(&mut env, json!({ "name": key, "value": value }));
     }

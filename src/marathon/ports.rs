@@ -23,6 +23,8 @@ pub struct Port {
     pub name: Option<String>,
     /// The name as Marathon had it (for `PORT_<NAME>`).
     pub marathon_name: Option<String>,
+    /// The port number the definition asked for (0 is none).
+    pub requested: Option<i32>,
     pub protocol: &'static str,
     /// Named VIP (`VIP_n: /name:port`): (Service name, port).
     pub vip: Option<(String, i32)>,
@@ -192,6 +194,7 @@ pub fn ports(app: &MarathonApp, report: &mut Report) -> Vec<Port> {
                 service_port,
                 name,
                 marathon_name: p.name.clone(),
+                requested: Some(asked).filter(|a| *a > 0),
                 protocol,
                 vip,
             });
@@ -244,7 +247,7 @@ fn port_name(name: &str) -> String {
     }
 }
 
-fn env_suffix(name: &str) -> String {
+pub fn env_suffix(name: &str) -> String {
     name.to_ascii_uppercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -256,6 +259,11 @@ pub fn port_env(ports: &[Port]) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         env.push((format!("PORT{i}"), port.container_port.to_string()));
+    }
+    for port in ports {
+        if let Some(requested) = port.requested {
+            env.push((format!("PORT_{requested}"), port.container_port.to_string()));
+        }
     }
     for port in ports {
         if let Some(name) = &port.marathon_name {

@@ -105,6 +105,14 @@ fn the_tutorial_app_keeps_its_data_path_in_the_volume() {
     );
     assert_eq!(env["PORT0"], "5432");
     assert_eq!(env["PORT_POSTGRES"], "5432");
+    assert_eq!(env["PORT_5432"], "5432");
+    assert_eq!(
+        env["MESOS_TASK_ID"],
+        "postgres.$(STATEFULAPP_INSTANCE_UUID)"
+    );
+    assert_eq!(env["MARATHON_APP_RESOURCE_CPUS"], "1.0");
+    assert_eq!(env["MARATHON_APP_RESOURCE_MEM"], "512.0");
+    assert_eq!(env["MARATHON_APP_DOCKER_IMAGE"], "postgres:latest");
     assert_eq!(app.spec.node_loss_policy.action, NodeLossAction::Wait);
     assert_eq!(app.spec.upgrade_strategy.minimum_health_capacity, 0.0);
     assert_eq!(imported.report.verdict(), Verdict::WithRewrites);
