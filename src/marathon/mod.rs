@@ -114,6 +114,8 @@ pub struct Export {
     pub skipped: Vec<NotImported>,
     /// Apps refused (with their report in `reports` when field by field).
     pub refused: Vec<NotImported>,
+    /// The groups' own fields (not their apps'), one report per group.
+    pub groups: Vec<Report>,
 }
 
 impl Export {
@@ -246,6 +248,7 @@ fn collect(group: &Value, apps: &mut Vec<(String, Value)>, export: &mut Export) 
         .and_then(Value::as_str)
         .unwrap_or("/")
         .to_string();
+    export.groups.push(group_report(&id, group));
     for app in group
         .get("apps")
         .and_then(Value::as_array)
@@ -283,6 +286,40 @@ fn collect(group: &Value, apps: &mut Vec<(String, Value)>, export: &mut Export) 
     {
         collect(sub, apps, export);
     }
+}
+
+/// What became of a group's own fields.
+fn group_report(id: &str, group: &Value) -> Report {
+    let mut report = Report::new(id);
+    for key in ["apps", "groups", "pods"] {
+        if group.get(key).is_some() {
+            report.exact(key, "each one on its own (see its report)");
+        }
+    }
+    if group.get("id").is_some() {
+        report.exact("id", "a namespace (or --namespace-map), and annotation statefulapp.io/marathon-group on its apps");
+    }
+    for key in ["version", "versionInfo"] {
+        if group.get(key).is_some() {
+            report.ignored(key, "runtime state, not configuration");
+        }
+    }
+    if group.get("dependencies").is_some() {
+        report.dropped(
+            "dependencies",
+            "Kubernetes has no start order between groups; apps keep their own dependencies in an annotation",
+        );
+    }
+    if group.get("enforceRole").is_some() {
+        report.dropped("enforceRole", "Mesos roles do not exist on Kubernetes");
+    }
+    // The apps, groups and pods are reported on their own.
+    let mut own = group.clone();
+    if let Some(map) = own.as_object_mut() {
+        map.retain(|k, _| !matches!(k.as_str(), "apps" | "groups" | "pods"));
+    }
+    report.cover(&own);
+    report
 }
 
 /// `/prod/db` -> `prod-db`, unless mapped; the root group -> `--namespace`.

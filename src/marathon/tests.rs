@@ -559,7 +559,21 @@ fn a_group_export_imports_to_namespaces_per_group() {
             ] }
         ]
     });
+    let mut export = export;
+    export["groups"][0]["dependencies"] = json!(["/infra"]);
+    export["groups"][0]["enforceRole"] = json!(false);
     let result = import(&export.to_string(), &Options::default()).unwrap();
+    let groups: Vec<(&str, usize)> = result
+        .groups
+        .iter()
+        .map(|g| (g.app.as_str(), g.entries.len()))
+        .collect();
+    assert_eq!(groups, vec![("/", 3), ("/prod", 5), ("/prod/db", 2)]);
+    assert_eq!(
+        result.groups[1].verdict(),
+        Verdict::WithRewrites,
+        "dependencies dropped"
+    );
     let kinds: Vec<(&str, &str)> = result
         .objects
         .iter()

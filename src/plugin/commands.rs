@@ -409,6 +409,7 @@ async fn import(global: &GlobalArgs, args: &ImportArgs) -> Result<(), PluginErro
     let not_exact: usize = export
         .reports
         .iter()
+        .chain(&export.groups)
         .flat_map(|r| &r.entries)
         .filter(|e| e.outcome > crate::marathon::Outcome::Ignored)
         .count();
@@ -417,6 +418,7 @@ async fn import(global: &GlobalArgs, args: &ImportArgs) -> Result<(), PluginErro
         let document = json!({
             "objects": export.objects,
             "reports": export.reports,
+            "groups": export.groups,
             "skipped": export.skipped,
             "refused": export.refused,
             "counts": counts,
@@ -426,6 +428,7 @@ async fn import(global: &GlobalArgs, args: &ImportArgs) -> Result<(), PluginErro
             serde_json::to_string_pretty(&document).unwrap_or_default()
         );
     } else {
+        eprint!("{}", crate::marathon::report::table(&export.groups));
         eprint!("{}", crate::marathon::report::table(&export.reports));
         for skipped in &export.skipped {
             eprintln!("skipped {}: {}", skipped.app, skipped.reason);
