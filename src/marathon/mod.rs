@@ -258,8 +258,19 @@ fn collect(group: &Value, apps: &mut Vec<(String, Value)>, export: &mut Export) 
         let app_id = app.get("id").and_then(Value::as_str).unwrap_or_default();
         // Apps of an export carry absolute ids; a relative one is in this group.
         let mut app = app.clone();
-        if !app_id.starts_with('/') {
-            app["id"] = json!(format!("{}/{app_id}", id.trim_end_matches('/')));
+        match app.as_object_mut() {
+            Some(fields) if !app_id.starts_with('/') => {
+                let absolute = format!("{}/{app_id}", id.trim_end_matches('/'));
+                fields.insert("id".into(), json!(absolute));
+            }
+            Some(_) => {}
+            None => {
+                export.refused.push(NotImported {
+                    app: format!("{id}: {app}"),
+                    reason: "not an app definition (a JSON object)".into(),
+                });
+                continue;
+            }
         }
         apps.push((id.clone(), app));
     }

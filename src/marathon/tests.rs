@@ -720,6 +720,21 @@ proptest! {
 
 proptest! {
     #[test]
+    fn group_exports_of_any_shape_never_panic_and_account_for_every_app(
+        apps in prop::collection::vec(any_json(), 0..3),
+        nested in any_json(),
+    ) {
+        let mut apps = apps;
+        apps.push(postgres());
+        let export = json!({ "id": "/", "apps": apps, "groups": [{ "id": "/g", "apps": [nested], "groups": [] }] });
+        if let Ok(result) = import(&export.to_string(), &Options::default()) {
+            // Every app is imported, skipped or refused: none vanishes.
+            let imported = result.objects.iter().filter(|o| o["kind"] == "StatefulApp").count();
+            prop_assert_eq!(imported + result.skipped.len() + result.refused.len(), apps.len() + 1);
+        }
+    }
+
+    #[test]
     fn never_panics_on_arbitrary_text(text in ".{0,300}") {
         let _ = import(&text, &Options::default());
     }
