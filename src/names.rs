@@ -220,6 +220,13 @@ pub fn claim_name(instance: &InstanceId, volume: &str) -> String {
     format!("{}-{}-{}", instance.app, instance.uuid.hyphenated(), volume)
 }
 
+/// The pod volume of a StatefulApp volume: `sapp-<volume>`. A template may
+/// mount it at more paths than its `mountPath` (an imported Marathon app
+/// sees its volume in the sandbox too).
+pub fn pod_volume_name(volume: &str) -> String {
+    format!("sapp-{volume}")
+}
+
 /// Persistent volume of a persistenceId: `sapp-<uuid>` (cluster-scoped, so
 /// the globally unique uuid alone names it).
 pub fn volume_name(persistence: &PersistenceId) -> String {

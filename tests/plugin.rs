@@ -225,23 +225,47 @@ fn completion_scripts_are_printed() {
 }
 
 #[test]
-fn import_prints_a_statefulapp_and_warnings() {
+fn import_prints_a_statefulapp_and_a_report_of_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.json");
-    let mut app: Value = serde_json::from_str(POSTGRES_MARATHON).unwrap();
-    app["fetch"] = serde_json::json!([{ "uri": "https://example.com/x" }]);
-    std::fs::write(&file, app.to_string()).unwrap();
+    std::fs::write(&file, POSTGRES_MARATHON).unwrap();
     let output = Command::new(PLUGIN)
-        .args(["import", file.to_str().unwrap()])
+        .args(["import", "--offline", file.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
     let yaml = String::from_utf8_lossy(&output.stdout);
     assert!(
         yaml.contains("kind: StatefulApp") && yaml.contains("mountPath: /var/lib/postgresql/data"),
         "{yaml}"
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("warning: fetch"));
+    for field in [
+        "container.volumes[0].containerPath",
+        "cpus",
+        "upgradeStrategy.maximumOverCapacity",
+    ] {
+        assert!(
+            stderr.contains(field),
+            "{field} not in the report:\n{stderr}"
+        );
+    }
+
+    // An artifact to fetch, without an image to fetch it with: refused, nothing printed.
+    let mut app: Value = serde_json::from_str(POSTGRES_MARATHON).unwrap();
+    app["fetch"] = serde_json::json!([{ "uri": "https://example.com/x" }]);
+    std::fs::write(&file, app.to_string()).unwrap();
+    let output = Command::new(PLUGIN)
+        .args(["import", "--offline", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr.contains("--fetch-image") && stderr.contains("1 app(s) refused: /postgres"),
+        "{stderr}"
+    );
 }
 
 /// `app add` applies server-side without force: the fields a GitOps

@@ -23,7 +23,8 @@ use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID,
     ANNOTATION_RECLAIMING, ANNOTATION_RESERVATION_HASH, ANNOTATION_TEMPLATE_HASH,
     ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_RESERVED_FOR, LABEL_VOLUME,
-    PersistenceId, claim_name, patch_params, pod_name, post_params, reservation_pod_name,
+    PersistenceId, claim_name, patch_params, pod_name, pod_volume_name, post_params,
+    reservation_pod_name,
 };
 use crate::{Error, Result};
 
@@ -294,7 +295,7 @@ impl Applier<'_> {
             .clone()
             .ok_or_else(|| Error::Invalid("spec.template.spec is missing".into()))?;
         for volume in &self.app.spec.volumes {
-            let pod_volume = format!("sapp-{}", volume.name);
+            let pod_volume = pod_volume_name(&volume.name);
             spec.volumes.get_or_insert_default().push(Volume {
                 name: pod_volume.clone(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

@@ -1,11 +1,11 @@
-//! The parts of a Marathon app definition (JSON) the importer understands.
-//! Everything else lands in `extra` maps, so it can be reported, never
-//! dropped silently.
+//! The parts of a Marathon app definition (JSON) the importer reads. Fields
+//! not named here are still reported: the report covers every field of the
+//! input (see `report::Report::cover`).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
@@ -28,38 +28,49 @@ pub struct MarathonApp {
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
     #[serde(default)]
-    pub readiness_checks: Vec<HealthCheck>,
+    pub readiness_checks: Vec<ReadinessCheck>,
     #[serde(default)]
     pub constraints: Vec<Vec<Value>>,
     pub upgrade_strategy: Option<UpgradeStrategy>,
     pub kill_selection: Option<String>,
     pub residency: Option<Residency>,
+    pub unreachable_strategy: Option<Value>,
     pub task_kill_grace_period_seconds: Option<i64>,
     pub user: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub fetch: Vec<Fetch>,
+    #[serde(default)]
+    pub uris: Vec<String>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    pub accepted_resource_roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub networks: Vec<Network>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub docker: Option<Docker>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Docker {
     pub image: Option<String>,
+    pub network: Option<String>,
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub privileged: Option<bool>,
+    pub force_pull_image: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -70,8 +81,7 @@ pub struct Volume {
     pub mode: Option<String>,
     pub persistent: Option<Persistent>,
     pub external: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub secret: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -80,8 +90,10 @@ pub struct Persistent {
     pub size: Option<f64>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub max_size: Option<f64>,
+    pub profile_name: Option<String>,
+    #[serde(default)]
+    pub constraints: Vec<Vec<Value>>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -93,8 +105,8 @@ pub struct PortMapping {
     pub service_port: Option<i32>,
     pub protocol: Option<String>,
     pub name: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -109,8 +121,18 @@ pub struct HealthCheck {
     pub interval_seconds: Option<i32>,
     pub timeout_seconds: Option<i32>,
     pub max_consecutive_failures: Option<i32>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub delay_seconds: Option<i32>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessCheck {
+    pub protocol: Option<String>,
+    pub path: Option<String>,
+    pub port_name: Option<String>,
+    pub interval_seconds: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub http_status_codes_for_ready: Option<Vec<i32>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -125,4 +147,24 @@ pub struct UpgradeStrategy {
 pub struct Residency {
     pub task_lost_behavior: Option<String>,
     pub relaunch_escalation_timeout_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct Secret {
+    pub source: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetch {
+    pub uri: Option<String>,
+    pub extract: Option<bool>,
+    pub executable: Option<bool>,
+    pub dest_path: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct Network {
+    pub mode: Option<String>,
+    pub name: Option<String>,
 }

@@ -1,294 +1,357 @@
-//! Import of Marathon app definitions (JSON) as StatefulApps, for teams
-//! leaving DC/OS. Pure: text in, a StatefulApp and warnings out.
+//! Import of Marathon app definitions and group exports (JSON) as
+//! StatefulApps, for teams leaving DC/OS. Pure: text and the facts the
+//! caller gathered (node labels, uid names) in; objects and a report of
+//! every input field out. Cluster access stays with the caller.
 
 mod app;
 mod constraints;
 mod convert;
+mod ports;
+pub mod report;
+mod sandbox;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
 
 use crate::api::StatefulApp;
+pub use constraints::NodeLabels;
+pub use report::{Outcome, Report, Verdict};
 
+/// What the caller knows beyond the JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Namespace of a single app, and of the root group's apps.
+    pub namespace: Option<String>,
+    /// Group id (`/prod/db`) -> namespace, overriding one namespace per group.
+    pub namespace_map: BTreeMap<String, String>,
+    /// Labels of the live nodes, for `LIKE`/`UNLIKE` regexes; None offline.
+    pub nodes: Option<Vec<BTreeMap<String, String>>>,
+    /// User names -> uids (`user`).
+    pub users: BTreeMap<String, i64>,
+    /// Image of an init container that downloads `fetch` URIs.
+    pub fetch_image: Option<String>,
+    /// Import stateless apps (no persistent volume) as Deployments instead
+    /// of skipping them.
+    pub deployments: bool,
+}
+
+/// What an app became.
+pub enum Workload {
+    StatefulApp(Box<StatefulApp>),
+    /// A stateless app, when asked for (`Options::deployments`).
+    Deployment(Box<k8s_openapi::api::apps::v1::Deployment>),
+}
+
+/// One app, imported.
 pub struct Imported {
-    pub app: StatefulApp,
-    /// Fields that were approximated or have no equivalent, each named.
-    pub warnings: Vec<String>,
+    pub workload: Workload,
+    /// Services its `servicePort`s and VIP labels ask for.
+    pub services: Vec<Value>,
+    pub report: Report,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("not a Marathon app definition: {0}")]
+    #[error("not a Marathon app definition or group export: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
         "app id {0:?}: its last segment must be a DNS label of at most 40 characters starting with a letter"
     )]
     InvalidId(String),
     #[error(
-        "a StatefulApp needs at least one persistent volume (container.volumes[].persistent); use a Deployment for stateless apps"
+        "app {0}: not resident (no persistent volume in container.volumes); a StatefulApp needs one, use a Deployment for stateless apps"
     )]
-    NoPersistentVolume,
-    #[error("cannot import: {0}")]
-    Unsupported(String),
+    NotResident(String),
+    #[error("cannot import {}: {}", .0.app, .0.refusals().iter().map(|e| format!("{}: {}", e.field, e.detail)).collect::<Vec<_>>().join("; "))]
+    Refused(Report),
+    #[error("the imported app is not a valid StatefulApp: {0}")]
+    Internal(String),
 }
 
-/// Converts one Marathon app definition into a StatefulApp in `namespace`.
-pub fn import_app(json: &str, namespace: Option<&str>) -> Result<Imported, ImportError> {
-    let app: app::MarathonApp = serde_json::from_str(json)?;
-    convert::convert(app, namespace)
+/// One app as a StatefulApp.
+pub struct ImportedApp {
+    pub app: StatefulApp,
+    /// Services its `servicePort`s and VIP labels ask for.
+    pub services: Vec<Value>,
+    pub report: Report,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{KillSelection, NodeLossAction};
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    fn import(value: serde_json::Value) -> Imported {
-        import_app(&value.to_string(), Some("db")).unwrap_or_else(|e| panic!("{e}"))
+/// Converts one resident Marathon app definition into a StatefulApp in
+/// `namespace`.
+pub fn import_app(json: &str, options: &Options) -> Result<ImportedApp, ImportError> {
+    let value: Value = serde_json::from_str(json)?;
+    let options = Options {
+        deployments: false,
+        ..options.clone()
+    };
+    let imported = convert::convert(&value, &options, options.namespace.as_deref())?;
+    match imported.workload {
+        Workload::StatefulApp(app) => Ok(ImportedApp {
+            app: *app,
+            services: imported.services,
+            report: imported.report,
+        }),
+        Workload::Deployment(_) => Err(ImportError::Internal("a stateless app".into())),
     }
+}
 
-    fn error(value: serde_json::Value) -> String {
-        match import_app(&value.to_string(), None) {
-            Ok(_) => panic!("imported"),
-            Err(e) => e.to_string(),
-        }
-    }
+/// An app of an import that was not imported, and why.
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+pub struct NotImported {
+    pub app: String,
+    pub reason: String,
+}
 
-    /// The tutorial's postgres.marathon.json.
-    fn postgres() -> serde_json::Value {
-        json!({
-            "id": "/postgres",
-            "cpus": 1, "instances": 1, "mem": 512,
-            "container": {
-                "type": "DOCKER",
-                "volumes": [
-                    { "containerPath": "pgdata", "mode": "RW", "persistent": { "size": 100 } },
-                    { "containerPath": "/var/lib/postgresql/data", "hostPath": "pgdata", "mode": "RW" }
-                ],
-                "docker": { "image": "postgres:9.5", "network": "BRIDGE",
-                            "portMappings": [{ "containerPort": 5432, "hostPort": 0, "protocol": "tcp", "name": "postgres" }] }
-            },
-            "env": { "POSTGRES_PASSWORD": "password", "PGDATA": "/mnt/mesos/sandbox/pgdata" },
-            "residency": { "taskLostBehavior": "WAIT_FOREVER" },
-            "upgradeStrategy": { "maximumOverCapacity": 0, "minimumHealthCapacity": 0 },
-            "healthChecks": [{ "protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 300, "intervalSeconds": 60, "maxConsecutiveFailures": 3 }]
+/// The result of importing an app or a whole group export.
+#[derive(Default)]
+pub struct Export {
+    /// Namespaces, Services and StatefulApps, in the order to apply them.
+    pub objects: Vec<Value>,
+    /// One report per app that was converted or refused field by field.
+    pub reports: Vec<Report>,
+    /// Apps not resident (stateless): listed, not imported.
+    pub skipped: Vec<NotImported>,
+    /// Apps refused (with their report in `reports` when field by field).
+    pub refused: Vec<NotImported>,
+    /// The groups' own fields (not their apps'), one report per group.
+    pub groups: Vec<Report>,
+}
+
+impl Export {
+    /// Whether a refusal would go away with the cluster's node labels.
+    pub fn needs_nodes(&self) -> bool {
+        self.reports.iter().any(|r| {
+            r.refusals()
+                .iter()
+                .any(|e| e.detail.contains(constraints::NEEDS_NODES))
         })
     }
 
-    #[test]
-    fn the_tutorial_postgres_app_imports() {
-        let imported = import(postgres());
-        let app = &imported.app;
-        assert_eq!(app.metadata.name.as_deref(), Some("postgres"));
-        assert_eq!(app.metadata.namespace.as_deref(), Some("db"));
-        assert_eq!(app.spec.instances, 1);
-        let volume = &app.spec.volumes[0];
-        assert_eq!(
-            (volume.name.as_str(), volume.size.as_str()),
-            ("pgdata", "100Mi")
-        );
-        assert_eq!(
-            volume.mount_path, "/var/lib/postgresql/data",
-            "the hostPath trick"
-        );
-        assert_eq!(app.spec.upgrade_strategy.minimum_health_capacity, 0.0);
-        assert_eq!(app.spec.node_loss_policy.action, NodeLossAction::Wait);
-        let container = &app.spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(container.image.as_deref(), Some("postgres:9.5"));
-        let resources = serde_json::to_value(&container.resources).unwrap();
-        assert_eq!(resources["requests"]["cpu"], "1000m");
-        assert_eq!(resources["requests"]["memory"], "512Mi");
-        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 5432);
-        let probe = container.liveness_probe.as_ref().unwrap();
-        assert_eq!(probe.initial_delay_seconds, Some(300));
-        assert_eq!(probe.failure_threshold, Some(3));
-        assert!(
-            imported.warnings.iter().any(|w| w.contains("network")),
-            "{:?}",
-            imported.warnings
-        );
-    }
-
-    #[test]
-    fn mysql_with_unique_hosts_and_http_check() {
-        let imported = import(json!({
-            "id": "/prod/db/mysql", "instances": 3, "cpus": 0.5, "mem": 1024,
-            "cmd": "mysqld --datadir=/data",
-            "container": { "type": "MESOS", "docker": { "image": "mysql:8" },
-                "volumes": [{ "containerPath": "/data", "mode": "RW", "persistent": { "size": 2048, "type": "mount" } }],
-                "portMappings": [{ "containerPort": 3306 }, { "containerPort": 8080, "name": "admin" }] },
-            "constraints": [["hostname", "UNIQUE"]],
-            "healthChecks": [{ "protocol": "MESOS_HTTP", "path": "/health", "portIndex": 1 }],
-            "killSelection": "OLDEST_FIRST",
-            "labels": { "team": "data", "HAPROXY_GROUP": "external" }
-        }));
-        let app = &imported.app;
-        assert_eq!(app.metadata.name.as_deref(), Some("mysql"));
-        assert_eq!(
-            app.metadata.annotations.as_ref().unwrap()["statefulapp.io/marathon-group"],
-            "prod/db"
-        );
-        assert_eq!(app.spec.kill_selection, KillSelection::OldestFirst);
-        assert_eq!(app.spec.volumes[0].mount_path, "/data");
-        assert_eq!(app.spec.volumes[0].name, "data");
-        let pod = app.spec.template.spec.as_ref().unwrap();
-        let anti = serde_json::to_value(&pod.affinity).unwrap();
-        assert_eq!(
-            anti["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
-            "kubernetes.io/hostname"
-        );
-        let container = &pod.containers[0];
-        assert_eq!(
-            container.command.as_ref().unwrap()[2],
-            "mysqld --datadir=/data"
-        );
-        let probe = serde_json::to_value(&container.liveness_probe).unwrap();
-        assert_eq!(probe["httpGet"]["port"], 8080);
-        assert!(
-            imported
-                .warnings
-                .iter()
-                .any(|w| w.contains("type \"mount\""))
-        );
-    }
-
-    #[test]
-    fn cassandra_with_group_by_and_max_per() {
-        let imported = import(json!({
-            "id": "cassandra", "instances": 6,
-            "container": { "docker": { "image": "cassandra:4" },
-                "volumes": [{ "containerPath": "data", "persistent": { "size": 10240 } },
-                            { "containerPath": "commitlog", "persistent": { "size": 1024 } }] },
-            "constraints": [["rack", "GROUP_BY", "3"], ["hostname", "MAX_PER", "2"], ["zone", "LIKE", "a|b"]]
-        }));
-        let app = &imported.app;
-        assert_eq!(app.spec.volumes.len(), 2);
-        assert_eq!(
-            app.spec.volumes[1].mount_path,
-            "/mnt/mesos/sandbox/commitlog"
-        );
-        let pod = serde_json::to_value(app.spec.template.spec.as_ref().unwrap()).unwrap();
-        assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "rack");
-        assert_eq!(pod["topologySpreadConstraints"][1]["maxSkew"], 2);
-        let term = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            ["nodeSelectorTerms"][0]["matchExpressions"][0];
-        assert_eq!(term["values"], json!(["a", "b"]));
-        assert!(imported.warnings.iter().any(|w| w.contains("MAX_PER")));
-    }
-
-    #[test]
-    fn residency_relaunch_becomes_replace() {
-        let mut app = postgres();
-        app["residency"] = json!({ "taskLostBehavior": "RELAUNCH_AFTER_TIMEOUT", "relaunchEscalationTimeoutSeconds": 600 });
-        let imported = import(app);
-        assert_eq!(
-            imported.app.spec.node_loss_policy.action,
-            NodeLossAction::Replace
-        );
-        assert_eq!(imported.app.spec.node_loss_policy.after_seconds, Some(600));
-    }
-
-    #[test]
-    fn unknown_and_runtime_fields_are_reported_not_dropped() {
-        let mut app = postgres();
-        app["fetch"] = json!([{ "uri": "https://example.com/x.tgz" }]);
-        app["dependencies"] = json!(["/other"]);
-        app["acceptedResourceRoles"] = json!(["slave_public"]);
-        app["disk"] = json!(100);
-        app["user"] = json!("postgres");
-        let imported = import(app);
-        for field in [
-            "fetch",
-            "dependencies",
-            "acceptedResourceRoles",
-            "disk",
-            "user",
-        ] {
-            assert!(
-                imported
-                    .warnings
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let verdicts: Vec<Verdict> = self.reports.iter().map(Report::verdict).collect();
+        BTreeMap::from([
+            (
+                "exact",
+                verdicts.iter().filter(|v| **v == Verdict::Exact).count(),
+            ),
+            (
+                "withRewrites",
+                verdicts
                     .iter()
-                    .any(|w| w.starts_with(field) || w.contains(&format!("{field} "))),
-                "{field} not reported: {:?}",
-                imported.warnings
-            );
-        }
+                    .filter(|v| **v == Verdict::WithRewrites)
+                    .count(),
+            ),
+            ("refused", self.refused.len()),
+            ("skipped", self.skipped.len()),
+        ])
     }
+}
 
-    #[test]
-    fn what_cannot_be_honoured_is_refused_with_a_reason() {
-        let mut no_volume = postgres();
-        no_volume["container"]["volumes"] = json!([]);
-        assert!(error(no_volume).contains("at least one persistent volume"));
-
-        let mut regex = postgres();
-        regex["constraints"] = json!([["hostname", "LIKE", "10\\.0\\.[0-9]+"]]);
-        assert!(error(regex).contains("regular expressions"));
-
-        let mut external = postgres();
-        external["container"]["volumes"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({ "containerPath": "ext", "external": { "name": "vol", "provider": "dvdi" } }));
-        assert!(error(external).contains("external volume"));
-
-        let mut host = postgres();
-        host["container"]["volumes"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({ "containerPath": "/logs", "hostPath": "/var/log", "mode": "RW" }));
-        assert!(error(host).contains("not portable"));
-
-        let mut bad_id = postgres();
-        bad_id["id"] = json!("/9lives");
-        assert!(error(bad_id).contains("DNS label"));
-
-        let mut secret = postgres();
-        secret["env"]["PASSWORD"] = json!({ "secret": "pw" });
-        assert!(error(secret).contains("Secret"));
-
-        let mut no_image = postgres();
-        no_image["container"] = json!({ "volumes": postgres()["container"]["volumes"] });
-        assert!(error(no_image).contains("image"));
+/// Imports one app definition, or a group export (`GET /v2/groups`: nested
+/// `groups` and `apps`) with one namespace per group.
+pub fn import(json: &str, options: &Options) -> Result<Export, ImportError> {
+    let value: Value = serde_json::from_str(json)?;
+    let mut export = Export::default();
+    let is_group =
+        value.get("apps").is_some() || value.get("groups").is_some() || value.get("pods").is_some();
+    if !is_group {
+        add_app(&value, options, options.namespace.as_deref(), &mut export);
+        return Ok(export);
     }
-
-    #[test]
-    fn imported_apps_round_trip_and_respect_the_crd_rules() {
-        let imported = import(postgres());
-        let text = serde_json::to_string(&imported.app).unwrap();
-        let back: StatefulApp = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, imported.app);
-        for volume in &back.spec.volumes {
-            assert!(crate::names::is_dns_label(&volume.name) && volume.name.len() <= 32);
-            assert!(volume.mount_path.starts_with('/'));
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn never_panics_on_arbitrary_text(text in ".{0,300}") {
-            let _ = import_app(&text, None);
-        }
-
-        #[test]
-        fn never_panics_on_arbitrary_app_shapes(
-            id in "[/a-zA-Z0-9._-]{0,50}",
-            size in proptest::option::of(-5.0f64..1e7),
-            path in "[/a-zA-Z0-9._ -]{0,40}",
-            cpus in proptest::option::of(-1.0f64..64.0),
-            constraint in prop::collection::vec("[A-Za-z_|.]{0,12}", 0..4),
-        ) {
-            let app = json!({
-                "id": id, "cpus": cpus,
-                "container": { "docker": { "image": "x" },
-                    "volumes": [{ "containerPath": path, "persistent": { "size": size } }] },
-                "constraints": [constraint],
+    let mut apps = Vec::new();
+    collect(&value, &mut apps, &mut export);
+    let mut namespaces = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for (group, app) in apps {
+        let namespace = namespace_of(&group, options);
+        let id = app
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !names.insert((namespace.clone(), name.clone())) {
+            export.refused.push(NotImported {
+                app: id,
+                reason: format!(
+                    "another app of namespace {} is named {name} already",
+                    namespace.as_deref().unwrap_or("(default)")
+                ),
             });
-            if let Ok(imported) = import_app(&app.to_string(), None) {
-                for volume in &imported.app.spec.volumes {
-                    prop_assert!(crate::names::is_dns_label(&volume.name));
-                    prop_assert!(volume.mount_path.starts_with('/'));
-                }
-            }
+            continue;
+        }
+        if add_app(&app, options, namespace.as_deref(), &mut export)
+            && let Some(ns) = namespace
+            && Some(&ns) != options.namespace.as_ref()
+        {
+            namespaces.insert(ns);
+        }
+    }
+    let namespace_docs = namespaces
+        .into_iter()
+        .map(|ns| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }));
+    export.objects.splice(0..0, namespace_docs);
+    Ok(export)
+}
+
+/// Converts one app into `export`; true if it was imported.
+fn add_app(app: &Value, options: &Options, namespace: Option<&str>, export: &mut Export) -> bool {
+    let id = app
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("(no id)")
+        .to_string();
+    match convert::convert(app, options, namespace) {
+        Ok(imported) => {
+            export.objects.extend(imported.services);
+            let object = match &imported.workload {
+                Workload::StatefulApp(app) => serde_json::to_value(app),
+                Workload::Deployment(deployment) => serde_json::to_value(deployment),
+            };
+            export.objects.push(object.unwrap_or_default());
+            export.reports.push(imported.report);
+            true
+        }
+        Err(ImportError::NotResident(_)) => {
+            export.skipped.push(NotImported {
+                app: id,
+                reason: "not resident (no persistent volume): a stateless app, for a Deployment"
+                    .into(),
+            });
+            false
+        }
+        Err(ImportError::Refused(report)) => {
+            let reason = ImportError::Refused(report.clone()).to_string();
+            export.refused.push(NotImported { app: id, reason });
+            export.reports.push(report);
+            false
+        }
+        Err(e) => {
+            export.refused.push(NotImported {
+                app: id,
+                reason: e.to_string(),
+            });
+            false
         }
     }
 }
+
+/// Every app of a group export with its group id.
+fn collect(group: &Value, apps: &mut Vec<(String, Value)>, export: &mut Export) {
+    let id = group
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    export.groups.push(group_report(&id, group));
+    for app in group
+        .get("apps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let app_id = app.get("id").and_then(Value::as_str).unwrap_or_default();
+        // Apps of an export carry absolute ids; a relative one is in this group.
+        let mut app = app.clone();
+        match app.as_object_mut() {
+            Some(fields) if !app_id.starts_with('/') => {
+                let absolute = format!("{}/{app_id}", id.trim_end_matches('/'));
+                fields.insert("id".into(), json!(absolute));
+            }
+            Some(_) => {}
+            None => {
+                export.refused.push(NotImported {
+                    app: format!("{id}: {app}"),
+                    reason: "not an app definition (a JSON object)".into(),
+                });
+                continue;
+            }
+        }
+        apps.push((id.clone(), app));
+    }
+    for pod in group
+        .get("pods")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        export.skipped.push(NotImported {
+            app: pod
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("(no id)")
+                .to_string(),
+            reason: "a Marathon pod (/v2/pods): not imported; only apps are".into(),
+        });
+    }
+    for sub in group
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        collect(sub, apps, export);
+    }
+}
+
+/// What became of a group's own fields.
+fn group_report(id: &str, group: &Value) -> Report {
+    let mut report = Report::new(id);
+    for key in ["apps", "groups", "pods"] {
+        if group.get(key).is_some() {
+            report.exact(key, "each one on its own (see its report)");
+        }
+    }
+    if group.get("id").is_some() {
+        report.exact("id", "a namespace (or --namespace-map), and annotation statefulapp.io/marathon-group on its apps");
+    }
+    for key in ["version", "versionInfo"] {
+        if group.get(key).is_some() {
+            report.ignored(key, "runtime state, not configuration");
+        }
+    }
+    if group.get("dependencies").is_some() {
+        report.dropped(
+            "dependencies",
+            "Kubernetes has no start order between groups; apps keep their own dependencies in an annotation",
+        );
+    }
+    if group.get("enforceRole").is_some() {
+        report.dropped("enforceRole", "Mesos roles do not exist on Kubernetes");
+    }
+    // The apps, groups and pods are reported on their own.
+    let mut own = group.clone();
+    if let Some(map) = own.as_object_mut() {
+        map.retain(|k, _| !matches!(k.as_str(), "apps" | "groups" | "pods"));
+    }
+    report.cover(&own);
+    report
+}
+
+/// `/prod/db` -> `prod-db`, unless mapped; the root group -> `--namespace`.
+fn namespace_of(group: &str, options: &Options) -> Option<String> {
+    let normalized = format!("/{}", group.trim_matches('/'));
+    let mapped = options
+        .namespace_map
+        .iter()
+        .filter(|(g, _)| {
+            let g = format!("/{}", g.trim_matches('/'));
+            normalized == g || g == "/" || normalized.starts_with(&format!("{g}/"))
+        })
+        .max_by_key(|(g, _)| g.trim_matches('/').len());
+    if let Some((_, ns)) = mapped {
+        return Some(ns.clone());
+    }
+    if normalized == "/" {
+        return options.namespace.clone();
+    }
+    Some(ports::dns_name(&normalized))
+}
+
+#[cfg(test)]
+mod tests;

@@ -70,11 +70,37 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Convert a Marathon app definition (JSON) into a StatefulApp and print it.
-    Import {
-        /// The Marathon app JSON (`-` for stdin).
-        file: PathBuf,
-    },
+    /// Convert a Marathon app definition or group export (`GET /v2/groups`)
+    /// into StatefulApps and Services (YAML on stdout), with a report of
+    /// every field on stderr (`-o json`: objects and report as one JSON).
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The Marathon JSON (`-` for stdin).
+    pub file: PathBuf,
+    /// Fail unless every field maps exactly.
+    #[arg(long)]
+    pub strict: bool,
+    /// Never read the cluster (`LIKE`/`UNLIKE` regexes that need node labels are refused).
+    #[arg(long)]
+    pub offline: bool,
+    /// Put a group's apps in a namespace: `/prod/db=databases` (repeatable;
+    /// default one namespace per group, `/prod/db` -> `prod-db`).
+    #[arg(long = "namespace-map", value_name = "GROUP=NAMESPACE")]
+    pub namespace_map: Vec<String>,
+    /// The uid of a user name in `user`: `postgres=999` (repeatable).
+    #[arg(long = "uid", value_name = "NAME=UID")]
+    pub uids: Vec<String>,
+    /// Download `fetch` URIs in an init container of this image (with sh,
+    /// wget, tar, unzip); without it such apps are refused.
+    #[arg(long, value_name = "IMAGE")]
+    pub fetch_image: Option<String>,
+    /// Import stateless apps (no persistent volume) as Deployments instead
+    /// of listing them as skipped.
+    #[arg(long)]
+    pub deployments: bool,
 }
 
 /// `--wait` and `--timeout`, as `kubectl rollout status` has them.

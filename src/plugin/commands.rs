@@ -11,7 +11,7 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
 use super::PluginError;
-use super::cli::{AppCommand, Cli, Command, GlobalArgs, Output, TaskCommand, WaitArgs};
+use super::cli::{AppCommand, Cli, Command, GlobalArgs, ImportArgs, Output, TaskCommand, WaitArgs};
 use super::output::{app_table, task_document, task_table};
 use super::resolve::{find_instance, parse_instances_setting};
 use super::wait::{Goal, wait_for};
@@ -170,31 +170,14 @@ pub async fn run(cli: Cli) -> Result<(), PluginError> {
         );
         return Ok(());
     }
-    if let Command::Import { file } = &cli.command {
-        let text = read_input(file)?;
-        let imported = crate::marathon::import_app(&text, cli.global.namespace.as_deref())
-            .map_err(|e| PluginError::Parse {
-                path: file.display().to_string(),
-                message: e.to_string(),
-            })?;
-        for warning in &imported.warnings {
-            eprintln!("warning: {warning}");
-        }
-        let value = serde_json::to_value(&imported.app).unwrap_or_default();
-        match cli.global.output {
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            ),
-            _ => print!("{}", serde_yaml::to_string(&value).unwrap_or_default()),
-        }
-        return Ok(());
+    if let Command::Import(args) = &cli.command {
+        return import(&cli.global, args).await;
     }
     let session = Session::connect(&cli.global).await?;
     match cli.command {
         Command::App(command) => app(&session, command).await,
         Command::Task(command) => task(&session, command).await,
-        Command::Import { .. } | Command::Completion { .. } => unreachable!("handled above"),
+        Command::Import(_) | Command::Completion { .. } => unreachable!("handled above"),
     }
 }
 
@@ -258,10 +241,26 @@ async fn add(
     };
     let value: Value = serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
     let mut app: StatefulApp = if value.get("apiVersion").is_none() && value.get("id").is_some() {
-        let imported = crate::marathon::import_app(&text, Some(&session.namespace))
-            .map_err(|e| parse_error(e.to_string()))?;
-        for warning in &imported.warnings {
-            eprintln!("warning: {warning}");
+        let options = crate::marathon::Options {
+            namespace: Some(session.namespace.clone()),
+            ..Default::default()
+        };
+        let imported =
+            crate::marathon::import_app(&text, &options).map_err(|e| parse_error(e.to_string()))?;
+        for entry in &imported.report.entries {
+            if entry.outcome > crate::marathon::Outcome::Ignored {
+                eprintln!(
+                    "warning: {}: {} ({})",
+                    entry.field,
+                    entry.detail,
+                    entry.outcome.as_str()
+                );
+            }
+        }
+        if !imported.services.is_empty() {
+            eprintln!(
+                "warning: the app's ports ask for Services; `kubectl statefulapp import` prints them, `app add` creates only the app"
+            );
         }
         imported.app
     } else {
@@ -505,4 +504,127 @@ fn read_input(path: &std::path::Path) -> Result<String, PluginError> {
     } else {
         std::fs::read_to_string(path).map_err(read_error)
     }
+}
+
+/// `import`: pure conversion, plus the cluster's node labels when a
+/// `LIKE`/`UNLIKE` regex needs them (and the cluster can be reached).
+async fn import(global: &GlobalArgs, args: &ImportArgs) -> Result<(), PluginError> {
+    let text = read_input(&args.file)?;
+    let path = args.file.display().to_string();
+    let mut options = crate::marathon::Options {
+        namespace: global.namespace.clone(),
+        fetch_image: args.fetch_image.clone(),
+        deployments: args.deployments,
+        ..Default::default()
+    };
+    for pair in &args.namespace_map {
+        let (group, namespace) = split_pair(pair, "--namespace-map", "GROUP=NAMESPACE")?;
+        options.namespace_map.insert(group, namespace);
+    }
+    for pair in &args.uids {
+        let (name, uid) = split_pair(pair, "--uid", "NAME=UID")?;
+        let uid = uid
+            .parse()
+            .map_err(|_| PluginError::Usage(format!("--uid {pair}: the uid must be a number")))?;
+        options.users.insert(name, uid);
+    }
+    let parse_error = |e: crate::marathon::ImportError| PluginError::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let mut export = crate::marathon::import(&text, &options).map_err(parse_error)?;
+    if export.needs_nodes() && !args.offline {
+        match node_labels(global).await {
+            Ok(nodes) => {
+                options.nodes = Some(nodes);
+                export = crate::marathon::import(&text, &options).map_err(parse_error)?;
+            }
+            Err(e) => {
+                eprintln!("note: cannot read the cluster's nodes for LIKE/UNLIKE regexes: {e}")
+            }
+        }
+    }
+    let not_exact: usize = export
+        .reports
+        .iter()
+        .chain(&export.groups)
+        .flat_map(|r| &r.entries)
+        .filter(|e| e.outcome > crate::marathon::Outcome::Ignored)
+        .count();
+    let counts = export.counts();
+    if global.output == Output::Json {
+        let document = json!({
+            "objects": export.objects,
+            "reports": export.reports,
+            "groups": export.groups,
+            "skipped": export.skipped,
+            "refused": export.refused,
+            "counts": counts,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document).unwrap_or_default()
+        );
+    } else {
+        eprint!("{}", crate::marathon::report::table(&export.groups));
+        eprint!("{}", crate::marathon::report::table(&export.reports));
+        for skipped in &export.skipped {
+            eprintln!("skipped {}: {}", skipped.app, skipped.reason);
+        }
+        for refused in &export.refused {
+            eprintln!("refused {}: {}", refused.app, refused.reason);
+        }
+        eprintln!(
+            "{} imported exactly, {} with rewrites, {} refused, {} skipped",
+            counts["exact"], counts["withRewrites"], counts["refused"], counts["skipped"]
+        );
+        if !(args.strict && not_exact > 0) {
+            for object in &export.objects {
+                print!("---\n{}", serde_yaml::to_string(object).unwrap_or_default());
+            }
+        }
+    }
+    if args.strict && (not_exact > 0 || !export.skipped.is_empty()) {
+        return Err(PluginError::Import(format!(
+            "--strict: {not_exact} field(s) not mapped exactly, {} app(s) skipped",
+            export.skipped.len()
+        )));
+    }
+    if !export.refused.is_empty() {
+        return Err(PluginError::Import(format!(
+            "{} app(s) refused: {}",
+            export.refused.len(),
+            export
+                .refused
+                .iter()
+                .map(|r| r.app.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if export.objects.is_empty() {
+        return Err(PluginError::Import("nothing to import".into()));
+    }
+    Ok(())
+}
+
+fn split_pair(pair: &str, flag: &str, shape: &str) -> Result<(String, String), PluginError> {
+    pair.split_once('=')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| PluginError::Usage(format!("{flag} {pair}: expected {shape}")))
+}
+
+/// The labels of every node, for matching constraint regexes.
+async fn node_labels(
+    global: &GlobalArgs,
+) -> Result<Vec<std::collections::BTreeMap<String, String>>, PluginError> {
+    let session = Session::connect(global).await?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(session.client.clone());
+    let list = nodes.list_metadata(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|n| n.metadata.labels.unwrap_or_default())
+        .collect())
 }

@@ -39,5 +39,7 @@ pub enum PluginError {
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
+    Import(String),
+    #[error("{0}")]
     Api(#[from] kube::Error),
 }
