@@ -79,6 +79,10 @@ struct ControllerArgs {
     /// Image of those pods: a pause image the nodes already have.
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     reservation_image: String,
+    /// /healthz and /readyz fail once the API server has not answered, or
+    /// a watch has kept failing, for this long (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    unhealthy_after: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -92,6 +96,10 @@ struct AgentArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8081")]
     metrics_address: SocketAddr,
+    /// /healthz and /readyz fail once the API server has not answered, or
+    /// the volume watch has kept failing, for this long (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    unhealthy_after: std::time::Duration,
 }
 
 fn init_tracing(json: bool) {
@@ -147,9 +155,10 @@ async fn main() -> anyhow::Result<()> {
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(ControllerMetrics::register(&mut registry));
-    let health = Health::new(registry);
+    let health = Health::new(registry, args.unhealthy_after);
     let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
     let client = connect().await?;
+    tokio::spawn(health.clone().ping_api_server(client.clone()));
     health.set_ready(true);
 
     let (mut ctx, feeds) =
@@ -223,9 +232,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
-    let health = Health::new(registry);
+    let health = Health::new(registry, args.unhealthy_after);
     let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
     let client = connect().await?;
+    tokio::spawn(health.clone().ping_api_server(client.clone()));
     std::fs::create_dir_all(&args.base_dir)
         .with_context(|| format!("creating base dir {}", args.base_dir.display()))?;
     health.set_ready(true);

@@ -131,7 +131,16 @@ async fn watch_volumes(agent: Arc<Agent>) {
     Controller::new(volumes, mine)
         .shutdown_on_signal()
         .run(reconcile, error_policy, agent)
-        .for_each(|_| async {})
+        .for_each(|result| async move {
+            // For /healthz and /readyz: the watch fails until it delivers.
+            match result {
+                Err(kube::runtime::controller::Error::QueueError(error)) => {
+                    tracing::warn!(%error, "volume watch failed, retrying");
+                    crate::watch::health().failed("volumes");
+                }
+                _ => crate::watch::health().succeeded("volumes"),
+            }
+        })
         .await;
 }
 
