@@ -69,6 +69,14 @@ pub const ANNOTATION_DIRECTORY_MADE: &str = "statefulapp.io/directory-made";
 /// User annotation on a StatefulApp: `"true"` destroys all data on deletion.
 pub const ANNOTATION_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 
+/// Annotations on instance and reservation pods that keep cluster
+/// autoscalers from removing a node that holds an instance (running, or
+/// stopped with its resources held): its data cannot move with it.
+pub const NODE_KEEPING_ANNOTATIONS: [(&str, &str); 2] = [
+    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
+    ("karpenter.sh/do-not-disrupt", "true"),
+];
+
 /// Finalizer the node agent holds on the persistent volumes of its node.
 pub const FINALIZER_AGENT: &str = "statefulapp.io/node-agent";
 /// Finalizer on every StatefulApp: its deletion waits for the controller,

@@ -98,6 +98,19 @@ async fn a_stopped_instance_keeps_its_cpu_and_its_restart_takes_it_over() {
         Some(RESERVATION_PRIORITY_CLASS)
     );
     assert!(spec.priority.unwrap_or(0) > 0);
+    // Cluster autoscalers keep a node that holds an instance, stopped or not.
+    let keeps_node = |pod: &Pod| {
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        annotations
+            .get("cluster-autoscaler.kubernetes.io/safe-to-evict")
+            .map(String::as_str)
+            == Some("false")
+            && annotations
+                .get("karpenter.sh/do-not-disrupt")
+                .map(String::as_str)
+                == Some("true")
+    };
+    assert!(keeps_node(&held), "{:?}", held.metadata.annotations);
     let labels = held.metadata.labels.clone().unwrap_or_default();
     assert!(
         !labels.contains_key("statefulapp.io/app"),
@@ -163,6 +176,7 @@ async fn a_stopped_instance_keeps_its_cpu_and_its_restart_takes_it_over() {
     assert_eq!(restarted.instances[0].node.as_deref(), Some(node.as_str()));
     assert!(pods.get_opt(&reservation.pod).await.unwrap().is_none());
     let pod_name = id.replacen('.', "-", 1);
+    assert!(keeps_node(&pods.get(&pod_name).await.unwrap()));
     let scheduled = events
         .list(&ListParams::default().fields(&format!("involvedObject.name={pod_name}")))
         .await

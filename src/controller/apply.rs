@@ -23,8 +23,8 @@ use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_ORPHAN_MARK, ANNOTATION_PERSISTENCE_ID,
     ANNOTATION_RECLAIMING, ANNOTATION_RESERVATION_HASH, ANNOTATION_TEMPLATE_HASH,
     ANNOTATION_WIPE_MARK, InstanceId, LABEL_APP, LABEL_INSTANCE, LABEL_RESERVED_FOR, LABEL_VOLUME,
-    PersistenceId, claim_name, patch_params, pod_name, pod_volume_name, post_params,
-    reservation_pod_name,
+    NODE_KEEPING_ANNOTATIONS, PersistenceId, claim_name, patch_params, pod_name, pod_volume_name,
+    post_params, reservation_pod_name,
 };
 use crate::{Error, Result};
 
@@ -261,6 +261,9 @@ impl Applier<'_> {
         if let Some(reason) = reclaim {
             annotations.insert(ANNOTATION_RECLAIMING.to_string(), reason.to_string());
         }
+        annotations.extend(
+            NODE_KEEPING_ANNOTATIONS.map(|(key, value)| (key.to_string(), value.to_string())),
+        );
         Ok(Pod {
             metadata: ObjectMeta {
                 name: Some(reservation_pod_name(&instance)),
@@ -286,10 +289,17 @@ impl Applier<'_> {
             .labels
             .get_or_insert_default()
             .extend(self.labels(uuid, None));
-        metadata.annotations.get_or_insert_default().insert(
+        let annotations = metadata.annotations.get_or_insert_default();
+        annotations.insert(
             ANNOTATION_TEMPLATE_HASH.to_string(),
             self.observed.app.template_hash.clone(),
         );
+        for (key, value) in NODE_KEEPING_ANNOTATIONS {
+            // A user's own choice in the template stands.
+            annotations
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_string());
+        }
         let mut spec = template
             .spec
             .clone()
