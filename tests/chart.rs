@@ -192,11 +192,19 @@ fn rbac_grants_exactly_what_the_code_uses() {
         expect(&[("coordination.k8s.io/leases", &["get", "create", "patch"])])
     );
     assert_eq!(
+        granted["statefulapp-operator-controller-capacity"],
+        expect(&[("storage.k8s.io/csistoragecapacities", &["get"])])
+    );
+    assert_eq!(
         granted["statefulapp-operator-agent"],
         expect(&[
             ("/persistentvolumes", &["list", "watch", "patch"]),
             ("events.k8s.io/events", &["create", "patch"]),
         ])
+    );
+    assert_eq!(
+        granted["statefulapp-operator-agent-capacity"],
+        expect(&[("storage.k8s.io/csistoragecapacities", &["create", "patch"])])
     );
 }
 
@@ -283,6 +291,7 @@ async fn installs_and_runs_the_tutorial_under_its_service_accounts() {
         agent_kubeconfig: cluster
             .kubeconfig_as_service_account(RELEASE_NAMESPACE, "statefulapp-operator-agent"),
         leader_elect_namespace: Some(RELEASE_NAMESPACE.to_string()),
+        capacity_namespace: Some(RELEASE_NAMESPACE.to_string()),
     };
     let operator = Operator::launch(cluster, operator_binary().as_ref(), identity);
     support::tutorial::walk(cluster, &operator).await;

@@ -10,12 +10,14 @@
 //! the node and path, publishes a Warning Event, and the instance waits (the
 //! kubelet cannot mount a path that is not there).
 
+mod capacity;
 mod disk;
 mod paths;
+mod usage;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,10 +25,12 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+pub use self::capacity::Target as CapacityTarget;
 pub use self::disk::{Disk, MARKER as DISK_MARKER};
 pub use self::paths::data_dir;
 use crate::finalizer;
@@ -49,12 +53,24 @@ pub struct Agent {
     pub metrics: AgentMetrics,
     disk: RwLock<Disk>,
     recorder: Recorder,
+    /// Where to publish the node's disk capacity (none: not published).
+    capacity: Option<CapacityTarget>,
+    /// The node's volume objects, as the volume watch sees them.
+    store: OnceLock<Store<PersistentVolume>>,
+    /// Bytes each volume's data takes, by volume name, as last measured.
+    used: RwLock<BTreeMap<String, u64>>,
 }
 
 impl Agent {
     /// An agent for `node`; it takes the base dir as its data disk only
     /// after [`run`] checked it.
-    pub fn new(client: Client, node: String, base_dir: PathBuf, metrics: AgentMetrics) -> Agent {
+    pub fn new(
+        client: Client,
+        node: String,
+        base_dir: PathBuf,
+        metrics: AgentMetrics,
+        capacity: Option<CapacityTarget>,
+    ) -> Agent {
         let reporter = Reporter {
             controller: "statefulapp-agent".into(),
             instance: Some(node.clone()),
@@ -66,6 +82,9 @@ impl Agent {
             base_dir,
             metrics,
             disk: RwLock::new(Disk::NotMounted),
+            capacity,
+            store: OnceLock::new(),
+            used: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -81,11 +100,28 @@ pub async fn run(agent: Arc<Agent>) {
     if let Ok(disk) = check_disk(&agent).await {
         *agent.disk.write().unwrap_or_else(PoisonError::into_inner) = disk;
     }
+    let publish = async {
+        match agent.capacity.clone() {
+            Some(target) => capacity::publish(agent.clone(), target).await,
+            None => measure_usage(agent.clone()).await,
+        }
+    };
     // The checks never end; the watch ends on SIGTERM, and so does the agent.
     tokio::select! {
         _ = watch_volumes(agent.clone()) => {}
         _ = watch_disk(agent.clone()) => {}
-        _ = scan_for_orphans(agent) => {}
+        _ = publish => {}
+        _ = scan_for_orphans(agent.clone()) => {}
+    }
+}
+
+/// Without a capacity to publish, usage is still measured (metrics).
+async fn measure_usage(agent: Arc<Agent>) {
+    loop {
+        if let Err(error) = capacity::measure(&agent).await {
+            tracing::warn!(%error, "measuring volume usage failed");
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
 }
 
@@ -128,7 +164,9 @@ async fn check_disk(agent: &Agent) -> Result<Disk> {
 async fn watch_volumes(agent: Arc<Agent>) {
     let volumes: Api<PersistentVolume> = Api::all(agent.client.clone());
     let mine = watcher::Config::default().labels(&format!("{LABEL_NODE}={}", agent.node));
-    Controller::new(volumes, mine)
+    let controller = Controller::new(volumes, mine);
+    let _ = agent.store.set(controller.store());
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, agent)
         .for_each(|_| async {})
