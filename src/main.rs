@@ -58,6 +58,11 @@ struct ControllerArgs {
     /// publish in this namespace (never overcommit a node).
     #[arg(long)]
     capacity_namespace: Option<String>,
+    /// How the sizes of new volumes are enforced on their nodes: `image`
+    /// (a filesystem per volume; the agents must run privileged) or `none`
+    /// (measured, a Warning past the size).
+    #[arg(long, value_enum, default_value = "none")]
+    size_enforcement: statefulapp_operator::names::SizeEnforcement,
     /// Directory holding volumes on every node (the agents' base dir).
     #[arg(long, default_value = "/var/lib/statefulapp")]
     volume_base_dir: String,
@@ -173,6 +178,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     );
     provisioner.former_names = args.former_provisioner_names;
     provisioner.capacity_namespace = args.capacity_namespace;
+    provisioner.size_enforcement = args.size_enforcement;
     let provisioner = Arc::new(provisioner);
     let work = async {
         tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));

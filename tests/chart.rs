@@ -252,6 +252,40 @@ fn workloads_run_locked_down() {
 }
 
 #[test]
+fn size_enforcement_by_image_runs_the_agent_privileged_with_bidirectional_mounts() {
+    let yaml = run(helm().args([
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--set",
+        "agent.sizeEnforcement=image",
+    ]));
+    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let daemonset = objects_of_kind(&objects, "DaemonSet")[0];
+    let agent = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(agent["securityContext"]["privileged"], true);
+    assert_eq!(
+        agent["volumeMounts"][0]["mountPropagation"],
+        "Bidirectional"
+    );
+    let controller =
+        &objects_of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert!(strings(&controller["args"]).contains(&"--size-enforcement=image".to_string()));
+    let defaults = rendered();
+    let agent =
+        &objects_of_kind(&defaults, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        agent["volumeMounts"][0]["mountPropagation"],
+        "HostToContainer"
+    );
+}
+
+#[test]
 fn values_are_checked_by_the_schema() {
     let output = helm()
         .args([

@@ -1,8 +1,9 @@
-//! Disk capacity on real nodes: each node's data disk is a filesystem of
-//! its own (an ext4 image mounted at the agent's base dir inside the node,
-//! 1 GiB on `real-node-0`, 3 GiB on `real-node-1`), the chart's agents
-//! publish what is left on each, and the stock kube-scheduler and the
-//! provisioner place volumes only where they fit.
+//! Disk capacity and volume sizes on real nodes: each node's data disk is
+//! a filesystem of its own (an ext4 image mounted at the agent's base dir
+//! inside the node, 1 GiB on `real-node-0`, 3 GiB on `real-node-1`), the
+//! chart runs with `agent.sizeEnforcement=image` (a filesystem per volume),
+//! its agents publish what is left on each node, and the stock
+//! kube-scheduler and the provisioner place volumes only where they fit.
 
 mod support;
 
@@ -15,7 +16,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use statefulapp_operator::api::InstanceState;
-use statefulapp_operator::capacity::{ANNOTATION_RESERVED, ANNOTATION_ROOM};
+use statefulapp_operator::capacity::{ANNOTATION_RESERVED, ANNOTATION_ROOM, ANNOTATION_USED};
 use statefulapp_operator::names::{LABEL_APP, LABEL_NODE};
 use statefulapp_operator::quantity;
 use support::TestCluster;
@@ -51,7 +52,7 @@ async fn release() -> &'static ChartRelease {
                         image.display()
                     ));
                 }
-                ChartRelease::install(cluster, &[])
+                ChartRelease::install(cluster, &["agent.sizeEnforcement=image"])
             })
             .await
             .expect("install the chart")
@@ -270,4 +271,121 @@ async fn a_full_node_is_skipped_and_a_node_is_never_overcommitted() {
             .iter()
             .all(|s| *s < 4 << 30)
     );
+}
+
+/// Runs `script` in the pod's container; returns (success, output).
+fn exec(release: &ChartRelease, ns: &str, pod: &str, script: &str) -> (bool, String) {
+    let output = release
+        .kubectl()
+        .args(["exec", "-n", ns, pod, "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Free bytes of `node`'s data disk, as the node sees it.
+fn disk_free(node: &str) -> u64 {
+    let cluster = TestCluster::shared_real();
+    let node = cluster.real_nodes.iter().find(|n| n.name == node).unwrap();
+    let out = node.shell("df -B1 --output=avail /var/lib/statefulapp | tail -n1");
+    out.trim().parse().unwrap_or_else(|_| panic!("df: {out}"))
+}
+
+#[tokio::test]
+async fn a_write_past_the_size_fails_inside_the_container_and_nowhere_else() {
+    let release = release().await;
+    let cluster = TestCluster::shared_real();
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "sizes").await;
+    let mut writer = app("writer", 1, "64Mi", Some("real-node-1"));
+    writer["spec"]["volumes"] = json!([
+        { "name": "a", "size": "64Mi", "mountPath": "/a" },
+        { "name": "b", "size": "64Mi", "mountPath": "/b" },
+    ]);
+    writer["spec"]["template"]["spec"]["containers"][0]["command"] = json!([
+        "sh",
+        "-c",
+        "echo kept > /b/kept; trap 'exit 0' TERM; while true; do sleep 1; done"
+    ]);
+    create_app(&client, &ns, writer).await;
+    let status = wait_for_status(&client, &ns, "writer", release, "writer running", |s| {
+        in_state(s, InstanceState::Running).len() == 1
+    })
+    .await;
+    let (app_name, uuid) = status.instances[0].id.split_once('.').unwrap();
+    let pod = format!("{app_name}-{uuid}");
+    wait_until(WAIT, "the container wrote /b/kept", || async {
+        exec(release, &ns, &pod, "cat /b/kept")
+            .1
+            .contains("kept")
+            .then_some(())
+    })
+    .await;
+    let (_, df) = exec(release, &ns, &pod, "df -k /a /b");
+    eprintln!("inside the container:\n{df}");
+    let free_before = disk_free("real-node-1");
+
+    let (ok, out) = exec(
+        release,
+        &ns,
+        &pod,
+        "dd if=/dev/zero of=/a/fill bs=1M count=100 conv=fsync",
+    );
+    eprintln!("dd of 100 MiB into the 64Mi volume: {out}");
+    assert!(!ok, "a write past the size succeeded: {out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    let (_, size) = exec(release, &ns, &pod, "du -k /a/fill | cut -f1");
+    let written: u64 = size.trim().parse().unwrap();
+    assert!(
+        written * 1024 <= 64 * MI,
+        "{written} KiB written into a 64Mi volume"
+    );
+    let free_after = disk_free("real-node-1");
+    let taken = free_before.saturating_sub(free_after);
+    eprintln!(
+        "node disk: {} MiB taken by the write (the volume's file holds {} MiB)",
+        taken / MI,
+        written / 1024
+    );
+    assert!(taken <= 72 * MI, "the node's disk lost {taken} bytes");
+
+    // The agent records what the full volume takes on the node.
+    let volume_a = &status.instances[0]
+        .volumes
+        .iter()
+        .find(|v| v.name == "a")
+        .unwrap()
+        .persistent_volume;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let used = wait_until(WAIT, "the usage of volume a recorded", || async {
+        let pv = pvs.get(volume_a.as_deref()?).await.ok()?;
+        let used: u64 = pv.annotations().get(ANNOTATION_USED)?.parse().ok()?;
+        (used >= 50 * MI).then_some(used)
+    })
+    .await;
+    eprintln!("volume a: statefulapp.io/used-bytes {} MiB", used / MI);
+
+    // The other volume is untouched and still takes writes.
+    let (ok, out) = exec(
+        release,
+        &ns,
+        &pod,
+        "cat /b/kept && echo more >> /b/kept && cat /b/kept",
+    );
+    assert!(ok && out == "kept\nkept\nmore\n", "{out}");
+    // The full volume works again once space is freed.
+    let (ok, out) = exec(
+        release,
+        &ns,
+        &pod,
+        "rm /a/fill && echo fine > /a/after && cat /a/after",
+    );
+    assert!(ok && out.trim() == "fine", "{out}");
 }

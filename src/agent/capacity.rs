@@ -10,9 +10,10 @@ use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 
-use super::{Agent, Disk, data_dir, usage};
+use super::{Agent, Disk, data_dir, enforcement, image, usage};
 use crate::capacity::{self, Room};
 use crate::metrics::VolumeLabels;
+use crate::names::SizeEnforcement;
 use crate::names::{ANNOTATION_PERSISTENCE_ID, FIELD_MANAGER, LABEL_NAMESPACE};
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
@@ -39,6 +40,10 @@ pub(super) struct Volume {
     pub size: u64,
     pub labels: VolumeLabels,
     pub dir: Option<std::path::PathBuf>,
+    pub enforcement: SizeEnforcement,
+    /// The usage recorded on the volume object.
+    pub recorded_used: Option<u64>,
+    pub reference: k8s_openapi::api::core::v1::ObjectReference,
 }
 
 pub(super) fn volumes(agent: &Agent) -> Vec<Volume> {
@@ -76,6 +81,15 @@ fn volume(agent: &Agent, pv: &PersistentVolume) -> Volume {
             .annotations()
             .get(ANNOTATION_DIRECTORY)
             .and_then(|relative| data_dir(&agent.base_dir, relative).ok()),
+        enforcement: enforcement(pv),
+        recorded_used: pv
+            .annotations()
+            .get(capacity::ANNOTATION_USED)
+            .and_then(|u| u.parse().ok()),
+        reference: {
+            use kube::Resource;
+            pv.object_ref(&())
+        },
     }
 }
 
@@ -84,18 +98,21 @@ fn volume(agent: &Agent, pv: &PersistentVolume) -> Volume {
 pub(super) async fn measure(agent: &Arc<Agent>) -> Result<Room> {
     let volumes = volumes(agent);
     let base = agent.base_dir.clone();
-    let dirs: Vec<(String, Option<std::path::PathBuf>)> = volumes
+    let dirs: Vec<_> = volumes
         .iter()
-        .map(|v| (v.name.clone(), v.dir.clone()))
+        .map(|v| (v.name.clone(), v.dir.clone(), v.enforcement))
         .collect();
     let (free, used) = tokio::task::spawn_blocking(move || {
         let mut used = BTreeMap::new();
-        for (name, dir) in dirs {
-            let bytes = match dir {
-                Some(dir) => {
+        for (name, dir, mode) in dirs {
+            // What the volume takes from the node's disk: an image's
+            // allocated blocks, or a directory's files.
+            let bytes = match (dir, mode) {
+                (Some(dir), SizeEnforcement::Image) => image::allocated(&dir)?,
+                (Some(dir), SizeEnforcement::None) => {
                     usage::allocated(&dir).map_err(|source| Error::Io { path: dir, source })?
                 }
-                None => 0,
+                (None, _) => 0,
             };
             used.insert(name, bytes);
         }
@@ -119,12 +136,63 @@ pub(super) async fn measure(agent: &Arc<Agent>) -> Result<Room> {
             .volume_size
             .get_or_create(&volume.labels)
             .set(volume.size as i64);
+        record_usage(agent, volume, bytes).await;
     }
     *agent.used.write().unwrap_or_else(PoisonError::into_inner) = used;
     Ok(Room {
         free,
         used_by_volumes,
     })
+}
+
+/// Records a volume's usage on its object (read into the app's status)
+/// when it moved by a mebibyte and 1% of its size, and warns once when a
+/// volume whose size is not enforced passes it.
+async fn record_usage(agent: &Agent, volume: &Volume, bytes: u64) {
+    let recorded: Option<u64> = volume.recorded_used;
+    let step = (volume.size / 100).max(1 << 20);
+    let over = volume.enforcement == SizeEnforcement::None && bytes > volume.size;
+    let crossed = recorded.is_some_and(|r| (r > volume.size) != (bytes > volume.size));
+    if recorded.is_none_or(|r| r.abs_diff(bytes) >= step) || crossed {
+        let patch = serde_json::json!({ "metadata": { "annotations": {
+            capacity::ANNOTATION_USED: bytes.to_string(),
+        }}});
+        let api: Api<PersistentVolume> = Api::all(agent.client.clone());
+        if let Err(error) = api
+            .patch(
+                &volume.name,
+                &crate::names::patch_params(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(volume = %volume.name, %error, "recording usage failed");
+        }
+    }
+    let first = {
+        let mut warned = agent
+            .over_size
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !over {
+            warned.remove(&volume.name);
+            return;
+        }
+        warned.insert(volume.name.clone())
+    };
+    if !first {
+        return;
+    }
+    let note = format!(
+        "volume {} ({}) on node {} holds {}, past its size {}: its size is not enforced on this node (agent.sizeEnforcement none)",
+        volume.name,
+        volume.labels.persistence_id,
+        agent.node,
+        crate::quantity::human(bytes),
+        crate::quantity::human(volume.size)
+    );
+    tracing::warn!("{note}");
+    agent.warn("VolumeOverSize", note, &volume.reference).await;
 }
 
 /// Publishes the node's capacity whenever it changes; measures the disk

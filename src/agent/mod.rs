@@ -12,6 +12,7 @@
 
 mod capacity;
 mod disk;
+mod image;
 mod paths;
 mod usage;
 
@@ -32,12 +33,13 @@ use serde_json::json;
 
 pub use self::capacity::Target as CapacityTarget;
 pub use self::disk::{Disk, MARKER as DISK_MARKER};
+pub use self::image::DATA as IMAGE_DATA;
 pub use self::paths::data_dir;
 use crate::finalizer;
 use crate::metrics::AgentMetrics;
 use crate::names::{
-    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_WIPE_MARK, FINALIZER_AGENT,
-    LABEL_NODE, patch_params,
+    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_SIZE_ENFORCEMENT,
+    ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE, SizeEnforcement, patch_params,
 };
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
@@ -59,6 +61,8 @@ pub struct Agent {
     store: OnceLock<Store<PersistentVolume>>,
     /// Bytes each volume's data takes, by volume name, as last measured.
     used: RwLock<BTreeMap<String, u64>>,
+    /// Volumes past their size that were warned about.
+    over_size: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Agent {
@@ -85,6 +89,26 @@ impl Agent {
             capacity,
             store: OnceLock::new(),
             used: RwLock::new(BTreeMap::new()),
+            over_size: std::sync::Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Publishes a Warning Event about `regarding`.
+    async fn warn(
+        &self,
+        reason: &str,
+        note: String,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    ) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "CheckVolume".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%error, "could not publish event");
         }
     }
 
@@ -197,6 +221,10 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
             "volume object deleted without a wipe: data and finalizer kept until the instance is wiped");
         return Ok(Requeue::await_change());
     }
+    if enforcement(&pv) == SizeEnforcement::Image {
+        let mountpoint = dir.clone();
+        blocking(move || image::unmount(&mountpoint)).await?;
+    }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {
             agent.metrics.directories_wiped.inc();
@@ -204,6 +232,16 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(Error::Io { path: dir, source }),
+    }
+    let image = image::image_path(&dir);
+    match std::fs::remove_file(&image) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Io {
+                path: image,
+                source: e,
+            });
+        }
+        _ => {}
     }
     finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, false).await?;
     Ok(Requeue::await_change())
@@ -218,7 +256,33 @@ async fn keep_directory(
     dir: &std::path::Path,
 ) -> Result<Requeue> {
     let made_before = pv.annotations().contains_key(ANNOTATION_DIRECTORY_MADE);
-    if dir.is_dir() {
+    let mode = enforcement(pv);
+    let present = match mode {
+        SizeEnforcement::None => dir.is_dir(),
+        SizeEnforcement::Image => image::image_path(dir).is_file(),
+    };
+    if present {
+        if mode == SizeEnforcement::Image {
+            let (mountpoint, size) = (dir.to_path_buf(), size_of(pv));
+            blocking(move || {
+                std::fs::create_dir_all(&mountpoint).map_err(|source| Error::Io {
+                    path: mountpoint.clone(),
+                    source,
+                })?;
+                image::ensure_mounted(&mountpoint)?;
+                // A size raised since: grow the image and its filesystem
+                // while mounted (the instance may be running).
+                if image::image_size(&mountpoint)? < size {
+                    image::grow(&mountpoint, size)?;
+                }
+                if !made_before {
+                    // A crash between making and recording: finish the making.
+                    image::create(&mountpoint, size)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
         let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
         if pv.annotations().contains_key(ANNOTATION_DATA_MISSING) {
             tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "data directory is back");
@@ -230,6 +294,12 @@ async fn keep_directory(
         return Ok(Requeue::await_change());
     }
     let disk = agent.disk();
+    if !made_before && disk == Disk::Ours && mode == SizeEnforcement::Image {
+        let (mountpoint, size) = (dir.to_path_buf(), size_of(pv));
+        blocking(move || image::create(&mountpoint, size)).await?;
+        mark_made(agent, pv).await?;
+        return Ok(Requeue::await_change());
+    }
     if !made_before && disk == Disk::Ours {
         let io = |source| Error::Io {
             path: dir.to_path_buf(),
@@ -305,6 +375,33 @@ async fn set_data_missing(
         .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// How the volume's size is enforced on the node (its provisioner chose).
+fn enforcement(pv: &PersistentVolume) -> SizeEnforcement {
+    pv.annotations()
+        .get(ANNOTATION_SIZE_ENFORCEMENT)
+        .and_then(|mode| mode.parse().ok())
+        .unwrap_or(SizeEnforcement::None)
+}
+
+/// The volume's size in bytes (`spec.capacity.storage`).
+fn size_of(pv: &PersistentVolume) -> u64 {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.capacity.as_ref())
+        .and_then(|capacity| capacity.get("storage"))
+        .and_then(|q| crate::quantity::bytes(&q.0))
+        .unwrap_or(0)
+}
+
+/// Runs filesystem work (mkfs, mount, resize) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Agent(format!("filesystem work stopped: {e}")))?
 }
 
 fn volumes(agent: &Agent) -> Api<PersistentVolume> {

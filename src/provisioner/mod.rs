@@ -27,8 +27,9 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::agent::IMAGE_DATA;
 use crate::capacity::{self, ANNOTATION_ROOM, ANNOTATION_USED, Refusal};
-use crate::names::patch_params;
+use crate::names::{ANNOTATION_SIZE_ENFORCEMENT, SizeEnforcement, patch_params};
 
 use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_PERSISTENCE_ID, ANNOTATION_SELECTED_NODE,
@@ -62,6 +63,8 @@ pub struct Provisioner {
     pub former_names: Vec<String>,
     /// Namespace of the capacities the agents publish; `None`: no checks.
     pub capacity_namespace: Option<String>,
+    /// How the sizes of new volumes are enforced on their nodes.
+    pub size_enforcement: SizeEnforcement,
     /// One lock per node: claims of a node are checked and made one at a time.
     node_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     recorder: Recorder,
@@ -88,6 +91,7 @@ impl Provisioner {
             max_concurrent,
             former_names: Vec::new(),
             capacity_namespace: None,
+            size_enforcement: SizeEnforcement::None,
             node_locks: Mutex::new(BTreeMap::new()),
         }
     }
@@ -341,6 +345,15 @@ fn volume_for(
         ),
         (ANNOTATION_DIRECTORY.to_string(), directory.clone()),
     ]);
+    let mut path = format!("{}/{directory}", ctx.base_dir.trim_end_matches('/'));
+    if ctx.size_enforcement == SizeEnforcement::Image {
+        annotations.insert(
+            ANNOTATION_SIZE_ENFORCEMENT.to_string(),
+            SizeEnforcement::Image.as_str().to_string(),
+        );
+        // Exists only inside the volume's mounted filesystem.
+        path = format!("{path}/{IMAGE_DATA}");
+    }
     for key in [
         ANNOTATION_PERSISTENCE_ID,
         ANNOTATION_WIPE_MARK,
@@ -363,7 +376,7 @@ fn volume_for(
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": spec.storage_class_name,
             "volumeMode": "Filesystem",
-            "local": { "path": format!("{}/{directory}", ctx.base_dir.trim_end_matches('/')) },
+            "local": { "path": path },
             "claimRef": {
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid(),
