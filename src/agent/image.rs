@@ -133,8 +133,10 @@ pub fn unmount(dir: &Path) -> Result<()> {
 
 /// Grows the volume mounted at `dir` to `size` bytes: the image file,
 /// the loop device's capacity, then the filesystem, online (ext4 grows
-/// while mounted; the kernel asks for CAP_SYS_RESOURCE). Without it, a
-/// volume no pod uses (its filesystem can be unmounted) grows offline.
+/// while mounted; the kernel asks for CAP_SYS_RESOURCE, which a
+/// privileged container has). Never offline: the kubelet's bind mount of
+/// a running instance keeps the filesystem alive after the agent's own
+/// mount is gone, and checking or resizing it then would corrupt it.
 pub fn grow(dir: &Path, size: u64) -> Result<()> {
     let image = image_path(dir);
     let file = File::options()
@@ -150,22 +152,8 @@ pub fn grow(dir: &Path, size: u64) -> Result<()> {
     if unsafe { libc::ioctl(loop_file.as_raw_fd(), LOOP_SET_CAPACITY, 0) } != 0 {
         return Err(io(&device)(std::io::Error::last_os_error()));
     }
-    drop(loop_file);
-    let online = match run(Command::new("resize2fs").arg(&device)) {
-        Ok(()) => {
-            tracing::info!(dir = %dir.display(), size, "volume grown online");
-            return Ok(());
-        }
-        Err(error) => error,
-    };
-    if unmount(dir).is_err() {
-        return Err(online);
-    }
-    let offline = run(Command::new("e2fsck").args(["-f", "-p"]).arg(&image))
-        .and_then(|()| run(Command::new("resize2fs").arg(&image)));
-    ensure_mounted(dir)?;
-    offline?;
-    tracing::info!(dir = %dir.display(), size, %online, "volume grown offline (not in use)");
+    run(Command::new("resize2fs").arg(&device))?;
+    tracing::info!(dir = %dir.display(), size, "volume grown");
     Ok(())
 }
 
@@ -412,14 +400,44 @@ mod tests {
         let error = std::fs::write(&fill, vec![0u8; 40 << 20]).unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
         std::fs::remove_file(&fill).unwrap();
-        grow(&dir, 64 << 20).unwrap();
+        std::fs::write(dir.join(DATA).join("kept"), "kept").unwrap();
+        match grow(&dir, 64 << 20) {
+            Ok(()) => {
+                assert!(has_capability(CAP_SYS_RESOURCE));
+                std::fs::write(&fill, vec![0u8; 40 << 20]).unwrap();
+            }
+            Err(error) => {
+                // Online growth needs CAP_SYS_RESOURCE; without it the
+                // volume stays as it was, mounted, its data intact.
+                assert!(!has_capability(CAP_SYS_RESOURCE), "{error}");
+                assert!(error.to_string().contains("resize2fs"), "{error}");
+                assert!(is_mounted(&dir).unwrap());
+                std::fs::write(&fill, vec![0u8; 20 << 20]).unwrap();
+            }
+        }
         assert_eq!(image_size(&dir).unwrap(), 64 << 20);
-        std::fs::write(&fill, vec![0u8; 40 << 20]).unwrap();
+        let written = std::fs::metadata(&fill).unwrap().len();
         unmount(&dir).unwrap();
         assert!(!is_mounted(&dir).unwrap());
         assert!(!dir.join(DATA).exists(), "data lives only in the image");
         ensure_mounted(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&fill).unwrap().len(), 40 << 20);
+        assert_eq!(std::fs::metadata(&fill).unwrap().len(), written);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(DATA).join("kept")).unwrap(),
+            "kept"
+        );
         unmount(&dir).unwrap();
+    }
+
+    const CAP_SYS_RESOURCE: u32 = 24;
+
+    fn has_capability(bit: u32) -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap();
+        effective & (1 << bit) != 0
     }
 }

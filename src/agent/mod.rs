@@ -270,11 +270,6 @@ async fn keep_directory(
                     source,
                 })?;
                 image::ensure_mounted(&mountpoint)?;
-                // A size raised since: grow the image and its filesystem
-                // while mounted (the instance may be running).
-                if image::image_size(&mountpoint)? < size {
-                    image::grow(&mountpoint, size)?;
-                }
                 if !made_before {
                     // A crash between making and recording: finish the making.
                     image::create(&mountpoint, size)?;
@@ -282,6 +277,25 @@ async fn keep_directory(
                 Ok(())
             })
             .await?;
+            // A size raised since: grow the image and its filesystem while
+            // mounted (the instance may be running).
+            let size = size_of(pv);
+            if image::image_size(dir)? < size {
+                let mountpoint = dir.to_path_buf();
+                if let Err(error) = blocking(move || image::grow(&mountpoint, size)).await {
+                    let note = format!(
+                        "node {}: growing volume {} to {} failed: {error}",
+                        agent.node,
+                        pv.name_any(),
+                        crate::quantity::human(size)
+                    );
+                    tracing::warn!("{note}");
+                    agent
+                        .warn("VolumeGrowFailed", note, &pv.object_ref(&()))
+                        .await;
+                    return Ok(Requeue::requeue(Duration::from_secs(60)));
+                }
+            }
         }
         let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
         if pv.annotations().contains_key(ANNOTATION_DATA_MISSING) {
