@@ -371,6 +371,17 @@ async fn a_write_past_the_size_fails_inside_the_container_and_nowhere_else() {
     })
     .await;
     eprintln!("volume a: statefulapp.io/used-bytes {} MiB", used / MI);
+    let status = wait_for_status(&client, &ns, "writer", release, "usage in status", |s| {
+        s.instances[0]
+            .volumes
+            .iter()
+            .any(|v| v.name == "a" && v.used.as_deref().and_then(quantity::bytes) >= Some(50 * MI))
+    })
+    .await;
+    eprintln!(
+        "status.instances[0].volumes: {:?}",
+        status.instances[0].volumes
+    );
 
     // The other volume is untouched and still takes writes.
     let (ok, out) = exec(
