@@ -12,7 +12,8 @@ use statefulapp_operator::api::{InstanceState, InstanceStatus, StatefulApp, Stat
 
 use super::TestCluster;
 use super::fixtures::{
-    WAIT, create_app, in_state, postgres, set_instances, wait_for_dir, wait_for_status,
+    WAIT, create_app, in_state, postgres, set_instances, volume_identities, wait_for_dir,
+    wait_for_status,
 };
 use super::operator::Operator;
 use super::wait::wait_until;
@@ -102,7 +103,10 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     let stopped = single(&status, InstanceState::Stopped);
     assert_eq!(stopped.id, first.id);
     assert_eq!(stopped.node, first.node);
-    assert_eq!(stopped.volumes, first.volumes);
+    assert_eq!(
+        volume_identities(&stopped.volumes),
+        volume_identities(&first.volumes)
+    );
     assert!(stopped.started_at.is_none());
     wait_until(WAIT, "pod deleted", || {
         let pods = pods.clone();
@@ -138,7 +142,10 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     let restarted = single(&status, InstanceState::Running);
     assert_eq!(restarted.id, first.id);
     assert_eq!(restarted.node, first.node);
-    assert_eq!(restarted.volumes, first.volumes);
+    assert_eq!(
+        volume_identities(&restarted.volumes),
+        volume_identities(&first.volumes)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("PG_VERSION")).unwrap(),
         "9.5\n"
@@ -273,7 +280,10 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     let adopted = single(&status, InstanceState::Running);
     assert_eq!(adopted.id, first.id);
     assert_eq!(adopted.node, first.node);
-    assert_eq!(adopted.volumes, first.volumes);
+    assert_eq!(
+        volume_identities(&adopted.volumes),
+        volume_identities(&first.volumes)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("PG_VERSION")).unwrap(),
         "9.5\n"
