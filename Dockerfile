@@ -8,8 +8,24 @@
 #                      instead (testcluster/images.sh does this offline);
 #                      the rust stage is then skipped, not pulled.
 #   BASE=...           the runtime base (default distroless cc, nonroot).
+#   FSTOOLS=base       the base has mke2fs and resize2fs already
+#                      (testcluster/images.sh); default: from Debian.
 ARG BINARIES=build
 ARG BASE=gcr.io/distroless/cc-debian12:nonroot
+ARG FSTOOLS=debian
+
+# mke2fs and resize2fs with their libraries, for the agent's size
+# enforcement (a filesystem per volume).
+FROM debian:bookworm-slim AS fstools-debian
+RUN apt-get update && apt-get install -y --no-install-recommends e2fsprogs \
+ && mkdir -p /fstools/usr/sbin /fstools/etc \
+ && cp /sbin/mke2fs /sbin/resize2fs /fstools/usr/sbin/ \
+ && for lib in $(ldd /sbin/mke2fs /sbin/resize2fs | awk '$3 ~ /^\// {print $3}' | sort -u); do \
+      cp --parents -L "$lib" /fstools; done \
+ && ln -s /proc/self/mounts /fstools/etc/mtab
+
+FROM scratch AS fstools-base
+COPY Dockerfile /fstools/.from-base
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -25,8 +41,10 @@ COPY binaries/statefulapp-operator binaries/kubectl-statefulapp /src/target/rele
 # has 1.28) ignores ARG defaults when it works out which stages are needed,
 # and would skip the build stage.
 FROM ${BINARIES:-build} AS binaries
+FROM fstools-${FSTOOLS:-debian} AS fstools
 
 FROM ${BASE}
+COPY --from=fstools /fstools/ /
 COPY --from=binaries /src/target/release/statefulapp-operator /usr/local/bin/statefulapp-operator
 COPY --from=binaries /src/target/release/kubectl-statefulapp /usr/local/bin/kubectl-statefulapp
 USER 65532:65532

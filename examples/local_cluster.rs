@@ -95,6 +95,7 @@ fn run_operator_as_processes(cluster: &'static TestCluster) -> Operator {
         agent_kubeconfig: cluster
             .kubeconfig_as_service_account(NAMESPACE, "statefulapp-operator-agent"),
         leader_elect_namespace: Some(NAMESPACE.to_string()),
+        capacity_namespace: None,
     };
     let operator = Operator::launch(cluster, operator_binary().as_ref(), identity);
     println!(

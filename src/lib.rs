@@ -5,6 +5,8 @@
 //! - [`controller`]: reconciles StatefulApps (observe -> plan -> apply).
 //! - [`provisioner`]: creates node-local persistent volumes for claims.
 //! - [`agent`]: the node agent owning the data directories of its node.
+//! - [`capacity`]: node disk capacity published for kube-scheduler.
+//! - [`quantity`]: Kubernetes quantities as bytes.
 //! - [`plugin`]: the `kubectl statefulapp` plugin.
 //! - [`marathon`]: import of Marathon app definitions.
 //! - [`crdgen`]: the CRD document printed from the Rust types.
@@ -14,6 +16,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod capacity;
 pub mod controller;
 pub mod crdgen;
 mod error;
@@ -25,6 +28,7 @@ pub mod names;
 mod partial;
 pub mod plugin;
 pub mod provisioner;
+pub mod quantity;
 pub mod watch;
 
 pub use error::{Error, Result};

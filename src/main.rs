@@ -48,8 +48,21 @@ struct ControllerArgs {
     #[arg(long, default_value = "statefulapp-local")]
     storage_class: String,
     /// `provisioner` name of that StorageClass.
-    #[arg(long, default_value = "statefulapp.io/local")]
+    #[arg(long, default_value = "local.statefulapp.io")]
     provisioner_name: String,
+    /// Names the provisioner had before: claims and volumes made under
+    /// them are still its own (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "statefulapp.io/local")]
+    former_provisioner_names: Vec<String>,
+    /// Check each new volume against the disk capacity the node agents
+    /// publish in this namespace (never overcommit a node).
+    #[arg(long)]
+    capacity_namespace: Option<String>,
+    /// How the sizes of new volumes are enforced on their nodes: `image`
+    /// (a filesystem per volume; the agents must run privileged) or `none`
+    /// (measured, a Warning past the size).
+    #[arg(long, value_enum, default_value = "none")]
+    size_enforcement: statefulapp_operator::names::SizeEnforcement,
     /// Directory holding volumes on every node (the agents' base dir).
     #[arg(long, default_value = "/var/lib/statefulapp")]
     volume_base_dir: String,
@@ -100,6 +113,13 @@ struct AgentArgs {
     /// the volume watch has kept failing, for this long (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     unhealthy_after: std::time::Duration,
+    /// Publish this node's disk capacity for this StorageClass (a
+    /// CSIStorageCapacity in --capacity-namespace), for kube-scheduler.
+    #[arg(long, requires = "capacity_namespace")]
+    storage_class: Option<String>,
+    /// Namespace of the published capacity objects.
+    #[arg(long, requires = "storage_class")]
+    capacity_namespace: Option<String>,
 }
 
 fn init_tracing(json: bool) {
@@ -169,13 +189,17 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         image: args.reservation_image,
     };
     let ctx = Arc::new(ctx);
-    let provisioner = Arc::new(provisioner::Provisioner {
-        client: client.clone(),
-        name: args.provisioner_name,
-        base_dir: args.volume_base_dir,
-        provisioned: metrics.volumes_provisioned.clone(),
-        max_concurrent: args.max_concurrent_reconciles,
-    });
+    let mut provisioner = provisioner::Provisioner::new(
+        client.clone(),
+        args.provisioner_name,
+        args.volume_base_dir,
+        metrics.volumes_provisioned.clone(),
+        args.max_concurrent_reconciles,
+    );
+    provisioner.former_names = args.former_provisioner_names;
+    provisioner.capacity_namespace = args.capacity_namespace;
+    provisioner.size_enforcement = args.size_enforcement;
+    let provisioner = Arc::new(provisioner);
     let work = async {
         tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));
     };
@@ -240,7 +264,20 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating base dir {}", args.base_dir.display()))?;
     health.set_ready(true);
     tracing::info!(node = %args.node, base_dir = %args.base_dir.display(), "node agent started");
-    let agent = Arc::new(agent::Agent::new(client, args.node, args.base_dir, metrics));
+    let capacity =
+        args.storage_class
+            .zip(args.capacity_namespace)
+            .map(|(storage_class, namespace)| agent::CapacityTarget {
+                namespace,
+                storage_class,
+            });
+    let agent = Arc::new(agent::Agent::new(
+        client,
+        args.node,
+        args.base_dir,
+        metrics,
+        capacity,
+    ));
     tokio::select! {
         _ = agent::run(agent) => Ok(()),
         served = server => Ok(served??),

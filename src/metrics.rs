@@ -138,8 +138,20 @@ fn state_labels(namespace: &str, app: &str, state: InstanceState) -> StateLabels
     }
 }
 
+/// One volume on an agent's node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VolumeLabels {
+    pub volume: String,
+    pub namespace: String,
+    pub persistence_id: String,
+}
+
 pub struct AgentMetrics {
     pub volumes: Gauge,
+    pub volume_used: Family<VolumeLabels, Gauge>,
+    pub volume_size: Family<VolumeLabels, Gauge>,
+    pub room: Gauge,
+    pub reserved: Gauge,
     pub directories_wiped: Counter,
     pub orphaned_directories: Gauge,
 }
@@ -148,6 +160,10 @@ impl AgentMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = AgentMetrics {
             volumes: Gauge::default(),
+            volume_used: Family::default(),
+            volume_size: Family::default(),
+            room: Gauge::default(),
+            reserved: Gauge::default(),
             directories_wiped: Counter::default(),
             orphaned_directories: Gauge::default(),
         };
@@ -156,6 +172,26 @@ impl AgentMetrics {
             "volumes",
             "Data directories of live volumes on this node",
             metrics.volumes.clone(),
+        );
+        r.register(
+            "volume_used_bytes",
+            "Bytes a volume's data takes on this node, as last measured",
+            metrics.volume_used.clone(),
+        );
+        r.register(
+            "volume_size_bytes",
+            "A volume's size (its reservation on this node)",
+            metrics.volume_size.clone(),
+        );
+        r.register(
+            "room_bytes",
+            "Bytes this node's volumes may take in all (free space plus what they use)",
+            metrics.room.clone(),
+        );
+        r.register(
+            "reserved_bytes",
+            "Bytes this node's volumes reserve (their sizes, or usage where larger)",
+            metrics.reserved.clone(),
         );
         r.register(
             "directories_wiped",

@@ -66,6 +66,42 @@ pub const ANNOTATION_ADOPT_NAMESPACE_UID: &str = "statefulapp.io/adopt-namespace
 /// directory (value: the node): from then on a missing directory is data
 /// that is not there, never a directory still to make.
 pub const ANNOTATION_DIRECTORY_MADE: &str = "statefulapp.io/directory-made";
+/// Set on a volume by its provisioner: how its size is enforced on the
+/// node (`image`: a filesystem of its own; absent: not enforced, measured).
+pub const ANNOTATION_SIZE_ENFORCEMENT: &str = "statefulapp.io/size-enforcement";
+
+/// How a volume's size is enforced on its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SizeEnforcement {
+    /// Not enforced: a directory; the agent measures its usage and warns
+    /// when it passes the size.
+    #[default]
+    None,
+    /// A filesystem of the volume's size per volume (an image file on a
+    /// loop device): a write past the size fails with ENOSPC.
+    Image,
+}
+
+impl SizeEnforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SizeEnforcement::None => "none",
+            SizeEnforcement::Image => "image",
+        }
+    }
+}
+
+impl std::str::FromStr for SizeEnforcement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(SizeEnforcement::None),
+            "image" => Ok(SizeEnforcement::Image),
+            other => Err(format!("unknown size enforcement {other:?}")),
+        }
+    }
+}
+
 /// User annotation on a StatefulApp: `"true"` destroys all data on deletion.
 pub const ANNOTATION_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 

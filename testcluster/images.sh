@@ -144,7 +144,10 @@ build_testapp() {
 # Shared libraries the operator binaries load, as ldd resolves them here.
 # (ldd fails on a static binary, which needs none.)
 libs=()
-for bin in "$operator_bin" "$kubectl_bin"; do
+# The agent makes and grows volume filesystems (size enforcement "image").
+fstools=("$(command -v mke2fs)" "$(command -v resize2fs)")
+for tool in "${fstools[@]}"; do [ -x "$tool" ] || die "e2fsprogs (mke2fs, resize2fs) is needed"; done
+for bin in "$operator_bin" "$kubectl_bin" "${fstools[@]}"; do
   deps=$(ldd "$bin" 2>/dev/null || true)
   if grep 'not found' <<<"$deps" >&2; then die "$bin: ldd cannot find the libraries above"; fi
   while read -r lib; do libs+=("$lib"); done < <(
@@ -162,6 +165,10 @@ build_base() {
   chmod 1777 "$root/tmp"
   chmod 0700 "$root/root" "$home/home/nonroot"
   for lib in "${libs[@]}"; do cp --parents -L "$lib" "$root"; done
+  mkdir -p "$root/usr/sbin"
+  for tool in "${fstools[@]}"; do cp -L "$tool" "$root/usr/sbin/"; done
+  # e2fsprogs looks for mounted filesystems in /etc/mtab.
+  ln -s /proc/self/mounts "$root/etc/mtab"
   if [ -f "$ca" ]; then cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"; fi
   cat >"$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/sbin/nologin
@@ -206,7 +213,7 @@ build_operator() {
   strip --strip-debug -o "$ctx/binaries/kubectl-statefulapp" "$kubectl_bin"
   # BINARIES=prebuilt skips the rust stage; --pull=never as nothing can be pulled.
   buildah bud --quiet --pull=never --isolation chroot --timestamp 0 \
-    --build-arg BINARIES=prebuilt --build-arg BASE="$base_ref" \
+    --build-arg BINARIES=prebuilt --build-arg BASE="$base_ref" --build-arg FSTOOLS=base \
     -t "$operator_ref" "$ctx" >/dev/null
   # buildah 1.28 leaves the container of the stage that only renames another.
   buildah rm --all >/dev/null
@@ -238,7 +245,7 @@ image pause "$pause_ref" \
 image testapp "$testapp_ref" "$( (echo "$script_key"; cat /bin/busybox) | digest)" build_testapp
 base_key=$({
   echo "$script_key"
-  for lib in "${libs[@]}"; do echo "$lib"; cat "$lib"; done
+  for lib in "${libs[@]}" "${fstools[@]}"; do echo "$lib"; cat "$lib"; done
   if [ -f "$ca" ]; then cat "$ca"; fi
 } | digest)
 image operator "$operator_ref" \

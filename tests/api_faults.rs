@@ -41,6 +41,7 @@ async fn the_tutorial_holds_when_api_requests_fail() {
             controller_kubeconfig: kubeconfig.clone(),
             agent_kubeconfig: kubeconfig,
             leader_elect_namespace: None,
+            capacity_namespace: None,
         },
     );
 

@@ -192,11 +192,19 @@ fn rbac_grants_exactly_what_the_code_uses() {
         expect(&[("coordination.k8s.io/leases", &["get", "create", "patch"])])
     );
     assert_eq!(
+        granted["statefulapp-operator-controller-capacity"],
+        expect(&[("storage.k8s.io/csistoragecapacities", &["get"])])
+    );
+    assert_eq!(
         granted["statefulapp-operator-agent"],
         expect(&[
             ("/persistentvolumes", &["list", "watch", "patch"]),
             ("events.k8s.io/events", &["create", "patch"]),
         ])
+    );
+    assert_eq!(
+        granted["statefulapp-operator-agent-capacity"],
+        expect(&[("storage.k8s.io/csistoragecapacities", &["create", "patch"])])
     );
 }
 
@@ -244,6 +252,40 @@ fn workloads_run_locked_down() {
 }
 
 #[test]
+fn size_enforcement_by_image_runs_the_agent_privileged_with_bidirectional_mounts() {
+    let yaml = run(helm().args([
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--set",
+        "agent.sizeEnforcement=image",
+    ]));
+    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let daemonset = objects_of_kind(&objects, "DaemonSet")[0];
+    let agent = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(agent["securityContext"]["privileged"], true);
+    assert_eq!(
+        agent["volumeMounts"][0]["mountPropagation"],
+        "Bidirectional"
+    );
+    let controller =
+        &objects_of_kind(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert!(strings(&controller["args"]).contains(&"--size-enforcement=image".to_string()));
+    let defaults = rendered();
+    let agent =
+        &objects_of_kind(&defaults, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        agent["volumeMounts"][0]["mountPropagation"],
+        "HostToContainer"
+    );
+}
+
+#[test]
 fn values_are_checked_by_the_schema() {
     let output = helm()
         .args([
@@ -283,6 +325,7 @@ async fn installs_and_runs_the_tutorial_under_its_service_accounts() {
         agent_kubeconfig: cluster
             .kubeconfig_as_service_account(RELEASE_NAMESPACE, "statefulapp-operator-agent"),
         leader_elect_namespace: Some(RELEASE_NAMESPACE.to_string()),
+        capacity_namespace: Some(RELEASE_NAMESPACE.to_string()),
     };
     let operator = Operator::launch(cluster, operator_binary().as_ref(), identity);
     support::tutorial::walk(cluster, &operator).await;

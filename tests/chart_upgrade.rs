@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -271,6 +272,37 @@ async fn helm_upgrade_upgrades_the_crd_and_uninstall_keeps_it() {
     );
 
     // The existing app is untouched: same object, same version, same status.
+    // A StorageClass's provisioner cannot change: one of a former name is
+    // kept by the upgrade, and switched by deleting it and upgrading again
+    // (claims and volumes do not need it).
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let provisioner = || async {
+        classes
+            .get("statefulapp-local")
+            .await
+            .expect("the StorageClass")
+            .provisioner
+    };
+    let before_switch = provisioner().await;
+    if before_switch != "local.statefulapp.io" {
+        assert_eq!(before_switch, "statefulapp.io/local");
+        classes
+            .delete("statefulapp-local", &Default::default())
+            .await
+            .expect("delete the StorageClass");
+        wait_until(Duration::from_secs(30), "the StorageClass gone", || async {
+            classes
+                .get_opt("statefulapp-local")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        run(&mut upgrade());
+        assert_eq!(provisioner().await, "local.statefulapp.io");
+    }
+
     let after = serde_json::to_value(apps.get("postgres").await.unwrap()).unwrap();
     for path in [
         "/metadata/uid",

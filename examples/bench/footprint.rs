@@ -59,6 +59,7 @@ pub async fn operator_with_own_identity(cluster: &TestCluster) -> Operator {
         controller_kubeconfig: kubeconfig.clone(),
         agent_kubeconfig: cluster.kubeconfig.clone(),
         leader_elect_namespace: None,
+        capacity_namespace: None,
     };
     Operator::launch(cluster, operator_binary().as_ref(), identity)
 }

@@ -10,12 +10,15 @@
 //! the node and path, publishes a Warning Event, and the instance waits (the
 //! kubelet cannot mount a path that is not there).
 
+mod capacity;
 mod disk;
+mod image;
 mod paths;
+mod usage;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,17 +26,20 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+pub use self::capacity::Target as CapacityTarget;
 pub use self::disk::{Disk, MARKER as DISK_MARKER};
+pub use self::image::DATA as IMAGE_DATA;
 pub use self::paths::data_dir;
 use crate::finalizer;
 use crate::metrics::AgentMetrics;
 use crate::names::{
-    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_WIPE_MARK, FINALIZER_AGENT,
-    LABEL_NODE, patch_params,
+    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_SIZE_ENFORCEMENT,
+    ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE, SizeEnforcement, patch_params,
 };
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
@@ -49,12 +55,26 @@ pub struct Agent {
     pub metrics: AgentMetrics,
     disk: RwLock<Disk>,
     recorder: Recorder,
+    /// Where to publish the node's disk capacity (none: not published).
+    capacity: Option<CapacityTarget>,
+    /// The node's volume objects, as the volume watch sees them.
+    store: OnceLock<Store<PersistentVolume>>,
+    /// Bytes each volume's data takes, by volume name, as last measured.
+    used: RwLock<BTreeMap<String, u64>>,
+    /// Volumes past their size that were warned about.
+    over_size: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Agent {
     /// An agent for `node`; it takes the base dir as its data disk only
     /// after [`run`] checked it.
-    pub fn new(client: Client, node: String, base_dir: PathBuf, metrics: AgentMetrics) -> Agent {
+    pub fn new(
+        client: Client,
+        node: String,
+        base_dir: PathBuf,
+        metrics: AgentMetrics,
+        capacity: Option<CapacityTarget>,
+    ) -> Agent {
         let reporter = Reporter {
             controller: "statefulapp-agent".into(),
             instance: Some(node.clone()),
@@ -66,6 +86,29 @@ impl Agent {
             base_dir,
             metrics,
             disk: RwLock::new(Disk::NotMounted),
+            capacity,
+            store: OnceLock::new(),
+            used: RwLock::new(BTreeMap::new()),
+            over_size: std::sync::Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Publishes a Warning Event about `regarding`.
+    async fn warn(
+        &self,
+        reason: &str,
+        note: String,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    ) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "CheckVolume".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%error, "could not publish event");
         }
     }
 
@@ -81,11 +124,28 @@ pub async fn run(agent: Arc<Agent>) {
     if let Ok(disk) = check_disk(&agent).await {
         *agent.disk.write().unwrap_or_else(PoisonError::into_inner) = disk;
     }
+    let publish = async {
+        match agent.capacity.clone() {
+            Some(target) => capacity::publish(agent.clone(), target).await,
+            None => measure_usage(agent.clone()).await,
+        }
+    };
     // The checks never end; the watch ends on SIGTERM, and so does the agent.
     tokio::select! {
         _ = watch_volumes(agent.clone()) => {}
         _ = watch_disk(agent.clone()) => {}
-        _ = scan_for_orphans(agent) => {}
+        _ = publish => {}
+        _ = scan_for_orphans(agent.clone()) => {}
+    }
+}
+
+/// Without a capacity to publish, usage is still measured (metrics).
+async fn measure_usage(agent: Arc<Agent>) {
+    loop {
+        if let Err(error) = capacity::measure(&agent).await {
+            tracing::warn!(%error, "measuring volume usage failed");
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
 }
 
@@ -128,7 +188,9 @@ async fn check_disk(agent: &Agent) -> Result<Disk> {
 async fn watch_volumes(agent: Arc<Agent>) {
     let volumes: Api<PersistentVolume> = Api::all(agent.client.clone());
     let mine = watcher::Config::default().labels(&format!("{LABEL_NODE}={}", agent.node));
-    Controller::new(volumes, mine)
+    let controller = Controller::new(volumes, mine);
+    let _ = agent.store.set(controller.store());
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, agent)
         .for_each(|result| async move {
@@ -175,6 +237,10 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
         tracing::info!(volume = %pv.name_any(), "wipe waits until no pod uses the volume");
         return Ok(Requeue::requeue(Duration::from_secs(2)));
     }
+    if enforcement(&pv) == SizeEnforcement::Image {
+        let mountpoint = dir.clone();
+        blocking(move || image::unmount(&mountpoint)).await?;
+    }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {
             agent.metrics.directories_wiped.inc();
@@ -182,6 +248,16 @@ async fn reconcile(pv: Arc<PersistentVolume>, agent: Arc<Agent>) -> Result<Reque
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(Error::Io { path: dir, source }),
+    }
+    let image = image::image_path(&dir);
+    match std::fs::remove_file(&image) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Io {
+                path: image,
+                source: e,
+            });
+        }
+        _ => {}
     }
     finalizer::set(&volumes(&agent), &pv, FINALIZER_AGENT, false).await?;
     Ok(Requeue::await_change())
@@ -202,7 +278,47 @@ async fn keep_directory(
     dir: &std::path::Path,
 ) -> Result<Requeue> {
     let made_before = pv.annotations().contains_key(ANNOTATION_DIRECTORY_MADE);
-    if dir.is_dir() {
+    let mode = enforcement(pv);
+    let present = match mode {
+        SizeEnforcement::None => dir.is_dir(),
+        SizeEnforcement::Image => image::image_path(dir).is_file(),
+    };
+    if present {
+        if mode == SizeEnforcement::Image {
+            let (mountpoint, size) = (dir.to_path_buf(), size_of(pv));
+            blocking(move || {
+                std::fs::create_dir_all(&mountpoint).map_err(|source| Error::Io {
+                    path: mountpoint.clone(),
+                    source,
+                })?;
+                image::ensure_mounted(&mountpoint)?;
+                if !made_before {
+                    // A crash between making and recording: finish the making.
+                    image::create(&mountpoint, size)?;
+                }
+                Ok(())
+            })
+            .await?;
+            // A size raised since: grow the image and its filesystem while
+            // mounted (the instance may be running).
+            let size = size_of(pv);
+            if image::image_size(dir)? < size {
+                let mountpoint = dir.to_path_buf();
+                if let Err(error) = blocking(move || image::grow(&mountpoint, size)).await {
+                    let note = format!(
+                        "node {}: growing volume {} to {} failed: {error}",
+                        agent.node,
+                        pv.name_any(),
+                        crate::quantity::human(size)
+                    );
+                    tracing::warn!("{note}");
+                    agent
+                        .warn("VolumeGrowFailed", note, &pv.object_ref(&()))
+                        .await;
+                    return Ok(Requeue::requeue(Duration::from_secs(60)));
+                }
+            }
+        }
         let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
         if pv.annotations().contains_key(ANNOTATION_DATA_MISSING) {
             tracing::info!(volume = %pv.name_any(), dir = %dir.display(), "data directory is back");
@@ -214,6 +330,12 @@ async fn keep_directory(
         return Ok(Requeue::await_change());
     }
     let disk = agent.disk();
+    if !made_before && disk == Disk::Ours && mode == SizeEnforcement::Image {
+        let (mountpoint, size) = (dir.to_path_buf(), size_of(pv));
+        blocking(move || image::create(&mountpoint, size)).await?;
+        mark_made(agent, pv).await?;
+        return Ok(Requeue::await_change());
+    }
     if !made_before && disk == Disk::Ours {
         let io = |source| Error::Io {
             path: dir.to_path_buf(),
@@ -289,6 +411,33 @@ async fn set_data_missing(
         .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// How the volume's size is enforced on the node (its provisioner chose).
+fn enforcement(pv: &PersistentVolume) -> SizeEnforcement {
+    pv.annotations()
+        .get(ANNOTATION_SIZE_ENFORCEMENT)
+        .and_then(|mode| mode.parse().ok())
+        .unwrap_or(SizeEnforcement::None)
+}
+
+/// The volume's size in bytes (`spec.capacity.storage`).
+fn size_of(pv: &PersistentVolume) -> u64 {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.capacity.as_ref())
+        .and_then(|capacity| capacity.get("storage"))
+        .and_then(|q| crate::quantity::bytes(&q.0))
+        .unwrap_or(0)
+}
+
+/// Runs filesystem work (mkfs, mount, resize) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Agent(format!("filesystem work stopped: {e}")))?
 }
 
 fn volumes(agent: &Agent) -> Api<PersistentVolume> {

@@ -106,4 +106,8 @@ pub struct VolumeStatus {
     pub persistent_volume: Option<String>,
     pub claim: String,
     pub size: String,
+    /// What the volume's data takes on its node, as its node agent last
+    /// measured it (for a volume of `image` mode, its image's blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
 }

@@ -188,6 +188,14 @@ pub fn observe(
                 .meta
                 .annotation(ANNOTATION_DATA_MISSING)
                 .map(str::to_string),
+            used: pv
+                .meta
+                .annotation(crate::capacity::ANNOTATION_USED)
+                .and_then(|u| u.parse().ok()),
+            size_enforced: pv
+                .meta
+                .annotation(crate::names::ANNOTATION_SIZE_ENFORCEMENT)
+                .is_some_and(|mode| mode != "none"),
         };
         // Volumes of a replaced instance stay out of the instance list (they
         // must not bring it back) unless a wipe names that instance.

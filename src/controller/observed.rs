@@ -121,6 +121,10 @@ pub struct VolumeView {
     pub deleting: bool,
     /// The node agent's report that the data directory is missing.
     pub data_missing: Option<String>,
+    /// Bytes the volume takes on its node, as its agent last recorded.
+    pub used: Option<u64>,
+    /// Whether the volume's size is enforced on its node.
+    pub size_enforced: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

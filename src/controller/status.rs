@@ -244,6 +244,7 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
     } else {
         None
     };
+    let over_size = over_size(input);
     let degraded = stalled.clone().or_else(|| {
         (work.replacing > 0).then(|| {
             let after = app
@@ -259,6 +260,8 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
             )
         })
     });
+    let degraded = degraded
+        .or_else(|| (!over_size.is_empty()).then(|| ("VolumeOverSize", over_size.join("; "))));
     Health {
         ready: ready == desired && running == desired,
         reconciling,
@@ -306,6 +309,31 @@ pub fn failure_conditions(
     conditions
 }
 
+/// One message per volume past its size where the size is not enforced
+/// (its node agent measures it).
+fn over_size(input: &StatusInput) -> Vec<String> {
+    let observed = input.observed;
+    observed
+        .instances
+        .values()
+        .flat_map(|i| {
+            let id = InstanceId::new(&observed.app.name, i.uuid);
+            input.sizes.iter().filter_map(move |(name, size)| {
+                let volume = i.volumes.get(name)?;
+                let used = volume.used?;
+                let limit = crate::quantity::bytes(size)?;
+                (!volume.size_enforced && used > limit).then(|| {
+                    format!(
+                        "volume {name} of instance {id} takes {} on node {}, past its size {size} (not enforced: agent.sizeEnforcement none)",
+                        crate::quantity::human(used),
+                        volume.node.as_deref().unwrap_or("?")
+                    )
+                })
+            })
+        })
+        .collect()
+}
+
 /// One message per instance whose node agent reports a volume's data
 /// directory missing: the instance waits instead of starting on empty data.
 pub fn data_missing(observed: &Observed) -> Vec<String> {
@@ -341,6 +369,7 @@ fn orphaned_volumes(input: &StatusInput) -> Vec<VolumeStatus> {
                     .find(|(name, _)| *name == orphan.volume)
                     .map(|(_, size)| size.clone())
                     .unwrap_or_default(),
+                used: None,
             }
         })
         .collect()
@@ -373,6 +402,11 @@ fn instance_status(observed: &Observed, input: &StatusInput, i: &InstanceView) -
             persistent_volume: i.volumes.get(name).map(|v| v.name.clone()),
             claim: claim_name(&id, name),
             size: size.clone(),
+            used: i
+                .volumes
+                .get(name)
+                .and_then(|v| v.used)
+                .map(crate::quantity::human),
         })
         .collect();
     InstanceStatus {
@@ -653,6 +687,63 @@ mod tests {
         );
         assert!(stalled.message.contains("is missing on node-0"));
         assert_eq!(find(&status, "Degraded").reason, "DataMissing");
+    }
+
+    #[test]
+    fn a_volume_past_its_size_degrades_the_app_unless_enforced_and_shows_its_usage() {
+        let mut world = world_with(1);
+        let volume = world
+            .observed
+            .instances
+            .values_mut()
+            .flat_map(|i| i.volumes.values_mut())
+            .next()
+            .unwrap();
+        volume.used = Some(1 << 40);
+        let sizes = [
+            ("pgdata".to_string(), "1Gi".to_string()),
+            ("wal".to_string(), "1Gi".to_string()),
+        ];
+        let with_sizes = |world: &mut World| {
+            let plan = world.plan();
+            compute_status(&StatusInput {
+                observed: &world.observed,
+                plan: &plan,
+                generation: GENERATION,
+                sizes: &sizes,
+                input_errors: &[],
+                previous: &[],
+            })
+        };
+        let status = with_sizes(&mut world);
+        let degraded = find(&status, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "VolumeOverSize"),
+            "{degraded:?}"
+        );
+        assert!(
+            degraded.message.contains("takes 1Ti"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(find(&status, "Stalled").status, "False");
+        let volumes = &status.instances[0].volumes;
+        assert!(
+            volumes.iter().any(|v| v.used.as_deref() == Some("1Ti")),
+            "{volumes:?}"
+        );
+
+        let volume = world
+            .observed
+            .instances
+            .values_mut()
+            .flat_map(|i| i.volumes.values_mut())
+            .next()
+            .unwrap();
+        volume.size_enforced = true;
+        let status = with_sizes(&mut world);
+        assert_eq!(find(&status, "Degraded").status, "False");
     }
 
     #[test]

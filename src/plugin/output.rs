@@ -157,6 +157,7 @@ pub fn task_document(app: &StatefulApp, instance: &InstanceStatus) -> Value {
                 "persistentVolume": v.persistent_volume,
                 "claim": v.claim,
                 "size": v.size,
+                "used": v.used,
             })
         })
         .collect();

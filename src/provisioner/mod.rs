@@ -4,20 +4,32 @@
 //! set from birth). It also re-creates a volume object deleted by hand for a
 //! claim still bound to it: the data directory was kept, so nothing is lost.
 //! It never deletes volumes.
+//!
+//! With capacity checks on (see [`crate::capacity`]), it makes a new volume
+//! only if it fits in what the node's agent published, recounting the
+//! node's reservations first, one claim per node at a time; a claim that
+//! does not fit goes back to the scheduler (the selected-node annotation
+//! removed, as Kubernetes' external provisioner does) with a Warning Event.
 
 mod claim;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::Api;
+use k8s_openapi::api::storage::v1::CSIStorageCapacity;
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+
+use crate::agent::IMAGE_DATA;
+use crate::capacity::{self, ANNOTATION_ROOM, ANNOTATION_USED, Refusal};
+use crate::names::{ANNOTATION_SIZE_ENFORCEMENT, SizeEnforcement, patch_params};
 
 use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_PERSISTENCE_ID, ANNOTATION_SELECTED_NODE,
@@ -46,6 +58,55 @@ pub struct Provisioner {
     /// thousands of claims opened a connection to the API server for each
     /// (1,800 at 1,000 apps x 5), and the client keeps idle connections.
     pub max_concurrent: u16,
+    /// Names this provisioner had before (`statefulapp.io/local`): claims
+    /// and volumes made under them are still its own.
+    pub former_names: Vec<String>,
+    /// Namespace of the capacities the agents publish; `None`: no checks.
+    pub capacity_namespace: Option<String>,
+    /// How the sizes of new volumes are enforced on their nodes.
+    pub size_enforcement: SizeEnforcement,
+    /// One lock per node: claims of a node are checked and made one at a time.
+    node_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    recorder: Recorder,
+}
+
+impl Provisioner {
+    pub fn new(
+        client: Client,
+        name: String,
+        base_dir: String,
+        provisioned: prometheus_client::metrics::counter::Counter,
+        max_concurrent: u16,
+    ) -> Provisioner {
+        let reporter = Reporter {
+            controller: "statefulapp-provisioner".into(),
+            instance: None,
+        };
+        Provisioner {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            name,
+            base_dir,
+            provisioned,
+            max_concurrent,
+            former_names: Vec::new(),
+            capacity_namespace: None,
+            size_enforcement: SizeEnforcement::None,
+            node_locks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn is_ours(&self, provisioner: &str) -> bool {
+        provisioner == self.name || self.former_names.iter().any(|n| n == provisioner)
+    }
+
+    fn node_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .node_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        locks.entry(node.to_string()).or_default().clone()
+    }
 }
 
 pub async fn run(provisioner: Arc<Provisioner>) {
@@ -90,7 +151,10 @@ fn error_policy(claim: Arc<ClaimRequest>, error: &Error, _: Arc<Provisioner>) ->
 }
 
 async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Requeue> {
-    let ours = claim.annotations().get(STORAGE_PROVISIONER) == Some(&ctx.name);
+    let ours = claim
+        .annotations()
+        .get(STORAGE_PROVISIONER)
+        .is_some_and(|p| ctx.is_ours(p));
     if !ours || claim.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -107,6 +171,22 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         return Ok(Requeue::await_change());
     }
     let volume = volume_for(&claim, &name, node, &ctx)?;
+    // A volume object re-made for a bound claim holds data already there.
+    let lock = ctx.node_lock(node);
+    let _one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
+        (Some(namespace), None) => {
+            let guard = lock.lock().await;
+            if volumes.get_opt(&name).await?.is_some() {
+                return Ok(Requeue::await_change());
+            }
+            if let Err(refusal) = fits(&ctx, namespace, &claim, node).await? {
+                send_back(&ctx, &claim, node, refusal).await?;
+                return Ok(Requeue::await_change());
+            }
+            Some(guard)
+        }
+        _ => None,
+    };
     match volumes.create(&post_params(), &volume).await {
         Ok(_) => {
             ctx.provisioned.inc();
@@ -116,6 +196,88 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         Err(e) => return Err(e.into()),
     }
     Ok(Requeue::await_change())
+}
+
+/// Whether the claim's volume fits on `node`: the room its agent
+/// published against the sizes (or usage, where larger) of the volumes
+/// the node holds now, read fresh from the API server.
+async fn fits(
+    ctx: &Provisioner,
+    namespace: &str,
+    claim: &ClaimRequest,
+    node: &str,
+) -> Result<Result<(), Refusal>> {
+    let class = claim.spec.storage_class_name.clone().unwrap_or_default();
+    let request = claim
+        .spec
+        .resources
+        .requests
+        .get("storage")
+        .and_then(|q| crate::quantity::bytes(&q.0))
+        .ok_or_else(|| Error::Invalid("claim without a valid storage request".into()))?;
+    let capacities: Api<CSIStorageCapacity> = Api::namespaced(ctx.client.clone(), namespace);
+    let room = capacities
+        .get_opt(&capacity::object_name(&class, node))
+        .await?
+        .and_then(|c| {
+            c.annotations()
+                .get(ANNOTATION_ROOM)
+                .and_then(|r| r.parse().ok())
+        });
+    let on_node = ListParams::default().labels(&format!("{LABEL_NODE}={node}"));
+    let volumes = Api::<PersistentVolume>::all(ctx.client.clone())
+        .list(&on_node)
+        .await?;
+    let reservations = volumes.items.iter().map(|pv| {
+        let size = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            .and_then(|q| crate::quantity::bytes(&q.0))
+            .unwrap_or(0);
+        let used = pv
+            .annotations()
+            .get(ANNOTATION_USED)
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        capacity::reservation(size, used)
+    });
+    Ok(capacity::check(node, &class, room, reservations, request))
+}
+
+/// Sends a claim that does not fit back to the scheduler: removes the
+/// node it selected (kube-scheduler then places the pod again, on what
+/// the nodes publish now) and says why in a Warning Event on the claim.
+async fn send_back(
+    ctx: &Provisioner,
+    claim: &ClaimRequest,
+    node: &str,
+    refusal: Refusal,
+) -> Result<()> {
+    let note = format!("{refusal}: sent back to the scheduler to choose another node");
+    tracing::warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), %node, "{note}");
+    let claims: Api<ClaimRequest> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    let patch = json!({ "metadata": { "annotations": { ANNOTATION_SELECTED_NODE: null } } });
+    claims
+        .patch(&claim.name_any(), &patch_params(), &Patch::Merge(&patch))
+        .await?;
+    let reason = match refusal {
+        Refusal::NotPublished { .. } => "NoCapacityPublished",
+        Refusal::NoRoom { .. } => "NotEnoughDiskSpace",
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Provision".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
+        tracing::warn!(%error, "could not publish event");
+    }
+    Ok(())
 }
 
 fn persistence_id(claim: &ClaimRequest) -> Option<PersistenceId> {
@@ -174,10 +336,24 @@ fn volume_for(
     let mut annotations = BTreeMap::from([
         (
             "pv.kubernetes.io/provisioned-by".to_string(),
-            ctx.name.clone(),
+            // The name the claim was made for (this one, or a former one).
+            claim
+                .annotations()
+                .get(STORAGE_PROVISIONER)
+                .cloned()
+                .unwrap_or_else(|| ctx.name.clone()),
         ),
         (ANNOTATION_DIRECTORY.to_string(), directory.clone()),
     ]);
+    let mut path = format!("{}/{directory}", ctx.base_dir.trim_end_matches('/'));
+    if ctx.size_enforcement == SizeEnforcement::Image {
+        annotations.insert(
+            ANNOTATION_SIZE_ENFORCEMENT.to_string(),
+            SizeEnforcement::Image.as_str().to_string(),
+        );
+        // Exists only inside the volume's mounted filesystem.
+        path = format!("{path}/{IMAGE_DATA}");
+    }
     for key in [
         ANNOTATION_PERSISTENCE_ID,
         ANNOTATION_WIPE_MARK,
@@ -200,7 +376,7 @@ fn volume_for(
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": spec.storage_class_name,
             "volumeMode": "Filesystem",
-            "local": { "path": format!("{}/{directory}", ctx.base_dir.trim_end_matches('/')) },
+            "local": { "path": path },
             "claimRef": {
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid(),

@@ -179,3 +179,15 @@ pub fn journal(image: &str, instances: i32, version: &str) -> Value {
         },
     })
 }
+
+/// An instance's volumes without what changes as data is written (`used`):
+/// which volumes, claims and persistenceIds it has.
+pub fn volume_identities(
+    volumes: &[statefulapp_operator::api::VolumeStatus],
+) -> Vec<statefulapp_operator::api::VolumeStatus> {
+    volumes
+        .iter()
+        .cloned()
+        .map(|v| statefulapp_operator::api::VolumeStatus { used: None, ..v })
+        .collect()
+}

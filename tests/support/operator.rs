@@ -20,7 +20,7 @@ use super::wait::wait_until;
 pub const STORAGE_CLASS: &str = "statefulapp-local";
 /// The PriorityClass of reservation pods (the operator's default).
 pub const RESERVATION_PRIORITY_CLASS: &str = "statefulapp-reservation";
-pub const PROVISIONER: &str = "statefulapp.io/local";
+pub const PROVISIONER: &str = "local.statefulapp.io";
 const CRD_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/crds/statefulapp.io_statefulapps.yaml"
@@ -68,6 +68,10 @@ pub struct Identity {
     pub agent_kubeconfig: PathBuf,
     /// With a namespace, the controller runs with leader election there.
     pub leader_elect_namespace: Option<String>,
+    /// With a namespace, agents publish their node's disk capacity there
+    /// and the provisioner checks it (the chart's CSIDriver makes
+    /// kube-scheduler read it).
+    pub capacity_namespace: Option<String>,
 }
 
 impl Operator {
@@ -87,6 +91,7 @@ impl Operator {
             controller_kubeconfig: cluster.kubeconfig.clone(),
             agent_kubeconfig: cluster.kubeconfig.clone(),
             leader_elect_namespace: None,
+            capacity_namespace: None,
         };
         Operator::launch(cluster, binary, identity)
     }
@@ -122,6 +127,9 @@ impl Operator {
         if let Some(ns) = &self.identity.leader_elect_namespace {
             args.push("--leader-elect".into());
             args.push(format!("--leader-elect-namespace={ns}"));
+        }
+        if let Some(ns) = &self.identity.capacity_namespace {
+            args.push(format!("--capacity-namespace={ns}"));
         }
         let mut slot = self.controller.lock().unwrap();
         if let Some(mut previous) = slot.take() {
@@ -172,12 +180,16 @@ impl Operator {
     /// (Re)starts the node agent of `node`.
     pub fn restart_agent(&self, node: &str) {
         let disk = self.disks.join(node);
-        let args = vec![
+        let mut args = vec![
             "agent".to_string(),
             format!("--node={node}"),
             format!("--base-dir={}", disk.display()),
             "--metrics-address=127.0.0.1:0".to_string(),
         ];
+        if let Some(ns) = &self.identity.capacity_namespace {
+            args.push(format!("--storage-class={STORAGE_CLASS}"));
+            args.push(format!("--capacity-namespace={ns}"));
+        }
         let kubeconfig = on_node(&self.identity.agent_kubeconfig, node);
         let process = Process::start_with_env(
             &format!("agent-{node}"),

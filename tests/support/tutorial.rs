@@ -14,7 +14,8 @@ use statefulapp_operator::api::{
 
 use super::TestCluster;
 use super::fixtures::{
-    WAIT, create_app, in_state, postgres, set_instances, wait_for_dir, wait_for_status,
+    WAIT, create_app, in_state, postgres, set_instances, volume_identities, wait_for_dir,
+    wait_for_status,
 };
 use super::operator::Operator;
 use super::wait::wait_until;
@@ -104,7 +105,10 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     let stopped = single(&status, InstanceState::Stopped);
     assert_eq!(stopped.id, first.id);
     assert_eq!(stopped.node, first.node);
-    assert_eq!(stopped.volumes, first.volumes);
+    assert_eq!(
+        volume_identities(&stopped.volumes),
+        volume_identities(&first.volumes)
+    );
     assert!(stopped.started_at.is_none());
     wait_until(WAIT, "pod deleted", || {
         let pods = pods.clone();
@@ -152,7 +156,10 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     let restarted = single(&status, InstanceState::Running);
     assert_eq!(restarted.id, first.id);
     assert_eq!(restarted.node, first.node);
-    assert_eq!(restarted.volumes, first.volumes);
+    assert_eq!(
+        volume_identities(&restarted.volumes),
+        volume_identities(&first.volumes)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("PG_VERSION")).unwrap(),
         "9.5\n"
@@ -287,7 +294,10 @@ pub async fn walk(cluster: &TestCluster, operator: &Operator) {
     let adopted = single(&status, InstanceState::Running);
     assert_eq!(adopted.id, first.id);
     assert_eq!(adopted.node, first.node);
-    assert_eq!(adopted.volumes, first.volumes);
+    assert_eq!(
+        volume_identities(&adopted.volumes),
+        volume_identities(&first.volumes)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("PG_VERSION")).unwrap(),
         "9.5\n"

@@ -27,3 +27,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "statefulapp.controllerAccount" -}}{{ include "statefulapp.fullname" . }}-controller{{- end -}}
 {{- define "statefulapp.agentAccount" -}}{{ include "statefulapp.fullname" . }}-agent{{- end -}}
+
+{{- /* Whether capacity is published and checked; a CSIDriver name (the
+provisioner's) may not contain '/'. */ -}}
+{{- define "statefulapp.capacity" -}}
+{{- if .Values.capacity.enabled -}}
+{{- if contains "/" .Values.storageClass.provisioner -}}
+{{- fail (printf "capacity.enabled needs a storageClass.provisioner without '/' (it names the CSIDriver object kube-scheduler reads capacity through): %q; use local.statefulapp.io, or set capacity.enabled=false" .Values.storageClass.provisioner) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
