@@ -1,5 +1,7 @@
 //! Kubernetes quantities (`512Mi`, `10Gi`, `1.5G`, `2e9`) as bytes, and
-//! bytes as a short human string for messages.
+//! bytes as a short human string for messages. (`kube_quantity`, used for
+//! adding resource requests, reads `1.5Gi` as 1073741825 bytes and a bare
+//! `Mi` as 0 through its byte conversions: byte counts are parsed here.)
 
 /// Bytes of a quantity, rounded up; `None` for a malformed or negative one
 /// or one past `u64`.
