@@ -303,7 +303,17 @@ async fn helm_upgrade_upgrades_the_crd_and_uninstall_keeps_it() {
         assert_eq!(provisioner().await, "local.statefulapp.io");
     }
 
-    let after = serde_json::to_value(apps.get("postgres").await.unwrap()).unwrap();
+    let mut after = serde_json::to_value(apps.get("postgres").await.unwrap()).unwrap();
+    // Fields the new schema adds with a default read back defaulted (the
+    // API server's structural defaulting); everything else is as it was.
+    if before.pointer("/spec/reservation").is_none() {
+        let spec = after["spec"].as_object_mut().unwrap();
+        assert_eq!(
+            spec.remove("reservation"),
+            Some(json!({ "resources": "Hold" })),
+            "the new reservation field reads back with its default"
+        );
+    }
     for path in [
         "/metadata/uid",
         "/metadata/resourceVersion",
