@@ -11,6 +11,7 @@ use std::process::Command;
 
 use serde_yaml::Value;
 use support::TestCluster;
+use support::chart::run;
 use support::cluster::tools_dir;
 use support::operator::{Identity, Operator, operator_binary};
 
@@ -20,17 +21,6 @@ const RELEASE_NAMESPACE: &str = "statefulapp-system";
 
 fn helm() -> Command {
     Command::new(tools_dir().join("helm"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let output = cmd.output().expect("run helm");
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The chart rendered with its default values, one document per object.

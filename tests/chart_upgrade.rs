@@ -20,6 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use statefulapp_operator::api::StatefulApp;
+use support::chart::run;
 use support::cluster::tools_dir;
 use support::fixtures::postgres;
 use support::{TestCluster, wait_until};
@@ -32,17 +33,6 @@ const CRD_NAME: &str = "statefulapps.statefulapp.io";
 const CRD_IN_CHART: &str = "files/statefulapp.io_statefulapps.yaml";
 /// The field the new chart's CRD has and the previous one lacks.
 const NEW_FIELD: &str = "upgradeProbe";
-
-fn run(cmd: &mut Command) -> String {
-    let output = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn git(args: &[&str]) -> String {
     run(Command::new("git").args(["-C", REPO]).args(args))

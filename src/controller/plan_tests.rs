@@ -254,13 +254,20 @@ fn reservation_actions(world: &mut World) -> Vec<Action> {
         .collect()
 }
 
-#[test]
-fn a_stopped_instance_holds_its_resources_on_its_node() {
+/// One instance, run once and then stopped (its reservation held): the
+/// world, the instance and its node.
+fn one_stopped() -> (World, Uuid, String) {
     let mut world = world_with(1);
     let uuid = *world.observed.instances.keys().next().unwrap();
     let node = world.observed.instances[&uuid].node.clone().unwrap();
     world.observed.app.desired = 0;
     world.converge();
+    (world, uuid, node)
+}
+
+#[test]
+fn a_stopped_instance_holds_its_resources_on_its_node() {
+    let (world, uuid, node) = one_stopped();
     let instance = &world.observed.instances[&uuid];
     assert!(instance.pod.is_none());
     let reservation = instance.reservation.as_ref().expect("a reservation");
@@ -270,11 +277,7 @@ fn a_stopped_instance_holds_its_resources_on_its_node() {
 
 #[test]
 fn a_restart_releases_the_reservation_then_binds_the_pod_to_its_node() {
-    let mut world = world_with(1);
-    let uuid = *world.observed.instances.keys().next().unwrap();
-    let node = world.observed.instances[&uuid].node.clone().unwrap();
-    world.observed.app.desired = 0;
-    world.converge();
+    let (mut world, uuid, node) = one_stopped();
     world.observed.app.desired = 1;
     let first = world.plan();
     assert!(first.created.is_empty(), "the stopped instance is reused");
@@ -348,10 +351,7 @@ fn a_reservation_of_other_requests_is_replaced() {
 
 #[test]
 fn wiping_a_stopped_instance_releases_its_reservation() {
-    let mut world = world_with(1);
-    let uuid = *world.observed.instances.keys().next().unwrap();
-    world.observed.app.desired = 0;
-    world.converge();
+    let (mut world, uuid, _) = one_stopped();
     world.observed.app.wipe_requested.insert(uuid);
     let plan = world.plan();
     assert!(plan.actions.contains(&Action::DeleteReservation {
@@ -364,11 +364,7 @@ fn wiping_a_stopped_instance_releases_its_reservation() {
 
 #[test]
 fn capacity_refused_by_the_kubelet_is_won_back_by_a_reservation() {
-    let mut world = world_with(1);
-    let uuid = *world.observed.instances.keys().next().unwrap();
-    let node = world.observed.instances[&uuid].node.clone().unwrap();
-    world.observed.app.desired = 0;
-    world.converge();
+    let (mut world, uuid, node) = one_stopped();
     world.observed.app.desired = 1;
     world.refuse_next = 1;
     // The reservation goes, the pod is bound and refused (OutOfcpu).
@@ -408,11 +404,7 @@ fn capacity_refused_by_the_kubelet_is_won_back_by_a_reservation() {
 
 #[test]
 fn a_reclaim_that_cannot_be_placed_gives_way_after_a_while() {
-    let mut world = world_with(1);
-    let uuid = *world.observed.instances.keys().next().unwrap();
-    let node = world.observed.instances[&uuid].node.clone().unwrap();
-    world.observed.app.desired = 0;
-    world.converge();
+    let (mut world, uuid, node) = one_stopped();
     world.observed.app.desired = 1;
     world.refuse_next = 1;
     world.full_nodes.insert(node);

@@ -14,6 +14,19 @@ pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/statefulapp
 pub const RELEASE: &str = "statefulapp-operator";
 pub const RELEASE_NAMESPACE: &str = "statefulapp-system";
 
+/// Runs a command (helm, kubectl) that must succeed; returns its stdout,
+/// or panics with the command and all it printed.
+pub fn run(cmd: &mut Command) -> String {
+    let output = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// An installed release; its logs come from the controller pods.
 pub struct ChartRelease {
     kubeconfig: String,
