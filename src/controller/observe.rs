@@ -226,11 +226,7 @@ pub fn observe(
             observed.lookalike_pods.push(pod.meta.name.clone());
             continue;
         }
-        let Some(uuid) = pod
-            .meta
-            .label(LABEL_INSTANCE)
-            .and_then(|u| Uuid::parse_str(u).ok())
-        else {
+        let Some(uuid) = instance_of(&pod.meta) else {
             continue;
         };
         let phase = pod.phase.as_deref().unwrap_or("Pending");
@@ -258,11 +254,7 @@ pub fn observe(
         instance.pod = Some(view);
     }
     for reservation in objects.reservations.iter().filter(|r| r.owned) {
-        let Some(uuid) = reservation
-            .meta
-            .label(LABEL_INSTANCE)
-            .and_then(|u| Uuid::parse_str(u).ok())
-        else {
+        let Some(uuid) = instance_of(&reservation.meta) else {
             continue;
         };
         let view = ReservationView {
@@ -304,7 +296,11 @@ fn instance_entry(
     instance
 }
 
+/// The instance an object belongs to, by its label.
+fn instance_of(meta: &Meta) -> Option<Uuid> {
+    Uuid::parse_str(meta.label(LABEL_INSTANCE)?).ok()
+}
+
 fn instance_and_volume(meta: &Meta) -> Option<(Uuid, String)> {
-    let uuid = Uuid::parse_str(meta.label(LABEL_INSTANCE)?).ok()?;
-    Some((uuid, meta.label(LABEL_VOLUME)?.to_owned()))
+    Some((instance_of(meta)?, meta.label(LABEL_VOLUME)?.to_owned()))
 }

@@ -103,13 +103,19 @@ impl Session {
         })
     }
 
-    /// With `--wait`, follows app `name` (in the session's namespace)
-    /// until `goal`.
-    async fn wait(&self, name: &str, goal: Goal<'_>, args: WaitArgs) -> Result<(), PluginError> {
+    /// With `--wait`, follows app `name` in `namespace` until `goal`.
+    async fn wait(
+        &self,
+        namespace: &str,
+        name: &str,
+        goal: Goal<'_>,
+        args: WaitArgs,
+    ) -> Result<(), PluginError> {
         if !args.wait {
             return Ok(());
         }
-        wait_for(&self.apps(), name, goal, args.timeout).await
+        let api = Api::namespaced(self.client.clone(), namespace);
+        wait_for(&api, name, goal, args.timeout).await
     }
 
     /// Sets `spec.instances`; returns the app's name.
@@ -188,11 +194,8 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
             force_conflicts,
             wait,
         } => {
-            let (api, name) = add(session, &file, force_conflicts).await?;
-            if wait.wait {
-                wait_for(&api, &name, Goal::Converged, wait.timeout).await?;
-            }
-            Ok(())
+            let (namespace, name) = add(session, &file, force_conflicts).await?;
+            session.wait(&namespace, &name, Goal::Converged, wait).await
         }
         AppCommand::List => {
             let apps = session.list_apps().await?;
@@ -209,7 +212,9 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
         }
         AppCommand::Stop { app, wait } => {
             let name = session.set_instances(&app, 0).await?;
-            session.wait(&name, Goal::Converged, wait).await
+            session
+                .wait(&session.namespace, &name, Goal::Converged, wait)
+                .await
         }
         AppCommand::Start {
             app,
@@ -217,12 +222,16 @@ async fn app(session: &Session, command: AppCommand) -> Result<(), PluginError> 
             wait,
         } => {
             let name = session.set_instances(&app, instances).await?;
-            session.wait(&name, Goal::Converged, wait).await
+            session
+                .wait(&session.namespace, &name, Goal::Converged, wait)
+                .await
         }
         AppCommand::Update { app, setting, wait } => {
             let instances = parse_instances_setting(&setting)?;
             let name = session.set_instances(&app, instances).await?;
-            session.wait(&name, Goal::Converged, wait).await
+            session
+                .wait(&session.namespace, &name, Goal::Converged, wait)
+                .await
         }
         AppCommand::Remove { app, wipe } => remove(session, &app, wipe).await,
     }
@@ -232,7 +241,7 @@ async fn add(
     session: &Session,
     file: &std::path::Path,
     force_conflicts: bool,
-) -> Result<(Api<StatefulApp>, String), PluginError> {
+) -> Result<(String, String), PluginError> {
     let text = read_input(file)?;
     let path = file.display().to_string();
     let parse_error = |message: String| PluginError::Parse {
@@ -293,7 +302,7 @@ async fn add(
         "app /{name} added in namespace {namespace} ({} instances)",
         app.spec.instances
     );
-    Ok((api, name))
+    Ok((namespace, name))
 }
 
 /// How long `app remove --wipe` waits for the controller to take charge.
@@ -419,13 +428,9 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
             let app_name = found.app.name_any();
             let namespace = found.app.namespace().unwrap_or_default();
             let instance_id = found.instance.id.clone();
-            if wipe {
+            let goal = if wipe {
                 wipe_instance(session, found.app, &instance_id).await?;
-                let apps: Api<StatefulApp> = Api::namespaced(session.client.clone(), &namespace);
-                if wait.wait {
-                    wait_for(&apps, &app_name, Goal::Wiped(&instance_id), wait.timeout).await?;
-                }
-                Ok(())
+                Goal::Wiped(&instance_id)
             } else {
                 let parsed: InstanceId = instance_id
                     .parse()
@@ -440,12 +445,9 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
                 println!(
                     "{instance_id} restarting on its node (app /{app_name} keeps it; use `app update {app_name} instances=N` to stop instances, --wipe to destroy it)"
                 );
-                let apps: Api<StatefulApp> = Api::namespaced(session.client.clone(), &namespace);
-                if wait.wait {
-                    wait_for(&apps, &app_name, Goal::Converged, wait.timeout).await?;
-                }
-                Ok(())
-            }
+                Goal::Converged
+            };
+            session.wait(&namespace, &app_name, goal, wait).await
         }
     }
 }
