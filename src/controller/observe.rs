@@ -64,6 +64,12 @@ pub fn observe(
             app.spec.instances.max(0) as usize
         },
         volumes: app.spec.volumes.iter().map(|v| v.name.clone()).collect(),
+        volume_sizes: app
+            .spec
+            .volumes
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), crate::quantity::bytes(&v.size)?)))
+            .collect(),
         template_hash: template_hash(app),
         kill_selection: app.spec.kill_selection,
         minimum_health_capacity: app.spec.upgrade_strategy.minimum_health_capacity,
@@ -139,6 +145,8 @@ pub fn observe(
             ClaimView {
                 name: claim.meta.name.clone(),
                 bound_volume: claim.volume_name.clone().filter(|_| claim.bound),
+                requested: claim.requested,
+                capacity: claim.capacity,
                 wipe_marked: claim.meta.has_annotation(ANNOTATION_WIPE_MARK),
                 orphan_marked: claim.meta.has_annotation(ANNOTATION_ORPHAN_MARK),
                 deleting: claim.meta.deleting,
