@@ -9,6 +9,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use uuid::Uuid;
 
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
 use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_RESERVED_FOR};
@@ -75,9 +76,10 @@ pub struct PodEntry {
     /// Whether the `Ready` condition is `True`.
     pub ready: bool,
     pub started_at: Option<Timestamp>,
-    /// Whether a StatefulApp of the pod's `statefulapp.io/app` label is
-    /// its controller (ownerReference): only then is it an instance's pod.
-    pub owned: bool,
+    /// The uid of the StatefulApp of the pod's `statefulapp.io/app` label
+    /// that is its controller (ownerReference): only a pod the app itself
+    /// controls is an instance's pod.
+    pub owner: Option<Uuid>,
     /// The kubelet refused the pod for want of a resource on its node
     /// (`OutOfcpu`, `OutOfmemory`, ...): the reason.
     pub refused: Option<String>,
@@ -91,7 +93,7 @@ impl From<&CachedPod> for PodEntry {
             phase: pod.status.phase.clone(),
             ready: pod.status.ready(),
             started_at: pod.status.start_time.as_ref().map(|t: &Time| t.0),
-            owned: controlled_by_its_app(&pod.metadata, LABEL_APP),
+            owner: controller_of(&pod.metadata, LABEL_APP),
             refused: pod.status.reason.clone().filter(|r| {
                 pod.status.phase.as_deref() == Some("Failed") && r.starts_with("OutOf")
             }),
@@ -105,9 +107,10 @@ pub struct ReservationEntry {
     pub meta: Meta,
     pub node_name: Option<String>,
     pub running: bool,
-    /// Whether the StatefulApp its `statefulapp.io/reserved-for` label
-    /// names is its controller: only then is it that app's reservation.
-    pub owned: bool,
+    /// The uid of the StatefulApp its `statefulapp.io/reserved-for` label
+    /// names, if that app is its controller: only then is it that app's
+    /// reservation.
+    pub owner: Option<Uuid>,
 }
 
 impl From<&CachedPod> for ReservationEntry {
@@ -116,22 +119,26 @@ impl From<&CachedPod> for ReservationEntry {
             meta: Meta::of(&pod.metadata),
             node_name: pod.spec.node_name.clone(),
             running: pod.status.phase.as_deref() == Some("Running"),
-            owned: controlled_by_its_app(&pod.metadata, LABEL_RESERVED_FOR),
+            owner: controller_of(&pod.metadata, LABEL_RESERVED_FOR),
         }
     }
 }
 
-/// Whether the object's controller is the StatefulApp its `label` names.
-fn controlled_by_its_app(meta: &ObjectMeta, label: &str) -> bool {
-    let Some(app) = meta.labels.as_ref().and_then(|l| l.get(label)) else {
-        return false;
-    };
-    meta.owner_references.iter().flatten().any(|owner| {
-        owner.controller == Some(true)
-            && owner.kind == "StatefulApp"
-            && owner.api_version.starts_with("statefulapp.io/")
-            && &owner.name == app
-    })
+/// The uid of the object's controller, if that is the StatefulApp its
+/// `label` names. (An app deleted and made again under the same name is
+/// another object: its predecessor's pods, still going, are not its own.)
+fn controller_of(meta: &ObjectMeta, label: &str) -> Option<Uuid> {
+    let app = meta.labels.as_ref()?.get(label)?;
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == "StatefulApp"
+                && owner.api_version.starts_with("statefulapp.io/")
+                && &owner.name == app
+        })
+        .and_then(|owner| owner.uid.parse().ok())
 }
 
 /// A claim: the volume it names, and whether it is bound to it.

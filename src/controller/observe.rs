@@ -37,7 +37,6 @@ pub struct ClusterObjects {
     pub namespace_uid: Option<String>,
 }
 
-/// Hash of everything a pod is built from: a change rolls the instances.
 /// What a pod of the app is made from: its template and where each volume
 /// is mounted. A volume's size is not in it: a volume grows under a
 /// running pod.
@@ -245,12 +244,19 @@ pub fn observe(
         instance.volumes.insert(volume, view);
     }
     let former_hash = template_hash_with_sizes(app);
+    let app_uid = app.uid().and_then(|uid| uid.parse::<Uuid>().ok());
     for pod in &objects.pods {
-        if !pod.owned {
-            // Carries our labels, but no StatefulApp made it: never an
-            // instance's pod, never stopped or deleted by us.
-            observed.lookalike_pods.push(pod.meta.name.clone());
-            continue;
+        match pod.owner {
+            Some(owner) if Some(owner) == app_uid => {}
+            // An earlier app of this name made it: the garbage collector
+            // removes it with its owner; not an instance of this one.
+            Some(_) => continue,
+            None => {
+                // Carries our labels, but no StatefulApp made it: never an
+                // instance's pod, never stopped or deleted by us.
+                observed.lookalike_pods.push(pod.meta.name.clone());
+                continue;
+            }
         }
         let Some(uuid) = instance_of(&pod.meta) else {
             continue;
@@ -278,7 +284,8 @@ pub fn observe(
         }
         instance.pod = Some(view);
     }
-    for reservation in objects.reservations.iter().filter(|r| r.owned) {
+    let own = |owner: &Option<Uuid>| owner.is_some() && *owner == app_uid;
+    for reservation in objects.reservations.iter().filter(|r| own(&r.owner)) {
         let Some(uuid) = instance_of(&reservation.meta) else {
             continue;
         };
@@ -334,10 +341,14 @@ fn instance_and_volume(meta: &Meta) -> Option<(Uuid, String)> {
 mod tests {
     use super::*;
 
+    use crate::names::LABEL_APP;
+
+    const APP_UID: &str = "8a0b3c2e-4f5d-4e6a-9b7c-1d2e3f4a5b6c";
+
     fn app(size: &str, mount_path: &str) -> StatefulApp {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "statefulapp.io/v1alpha1", "kind": "StatefulApp",
-            "metadata": { "name": "db", "namespace": "ns" },
+            "metadata": { "name": "db", "namespace": "ns", "uid": APP_UID },
             "spec": {
                 "instances": 1,
                 "template": { "spec": { "containers": [{ "name": "db", "image": "db:1" }] } },
@@ -356,6 +367,61 @@ mod tests {
         assert_ne!(
             template_hash_with_sizes(&small),
             template_hash_with_sizes(&app("1Gi", "/data"))
+        );
+    }
+
+    /// A pod of instance `uuid` with the app's labels, controlled by the
+    /// StatefulApp `db` of `owner_uid` (none: made by hand).
+    fn pod(uuid: u128, owner_uid: Option<&str>) -> Arc<PodEntry> {
+        let instance = Uuid::from_u128(uuid);
+        let owners: Vec<serde_json::Value> = owner_uid
+            .into_iter()
+            .map(|uid| {
+                serde_json::json!({ "apiVersion": "statefulapp.io/v1alpha1", "kind": "StatefulApp",
+                    "name": "db", "uid": uid, "controller": true })
+            })
+            .collect();
+        let pod: super::super::cached::CachedPod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": format!("db-{instance}"), "ownerReferences": owners,
+                          "labels": { LABEL_APP: "db", LABEL_INSTANCE: instance.to_string() } },
+            "spec": { "nodeName": "n1" },
+            "status": { "phase": "Running" },
+        }))
+        .unwrap();
+        Arc::new(PodEntry::from(&pod))
+    }
+
+    #[test]
+    fn only_pods_the_app_itself_controls_are_its_instances() {
+        let objects = ClusterObjects {
+            pods: vec![
+                pod(1, Some(APP_UID)),
+                // Of an app of the same name deleted before this one was made.
+                pod(2, Some("0f0e0d0c-0b0a-4909-8807-060504030201")),
+                pod(3, None),
+            ],
+            reservations: vec![],
+            claims: vec![],
+            volumes: vec![],
+            nodes: vec![],
+            namespace_uid: None,
+        };
+        let wipe = WipeRequest {
+            valid: vec![],
+            rejected: vec![],
+        };
+        let observed = observe(
+            &app("1Gi", "/data"),
+            &wipe,
+            &objects,
+            &ReservationConfig::default(),
+            Timestamp::UNIX_EPOCH,
+        );
+        let instances: Vec<Uuid> = observed.instances.keys().copied().collect();
+        assert_eq!(instances, [Uuid::from_u128(1)]);
+        assert_eq!(
+            observed.lookalike_pods,
+            [format!("db-{}", Uuid::from_u128(3))]
         );
     }
 }
