@@ -63,7 +63,7 @@ impl Applier<'_> {
         self.expectations.expect(self.key, kind, name, effect);
     }
 
-    pub async fn apply(&self, action: &Action) -> Result<()> {
+    pub async fn apply(&self, action: &Action) -> Result<Applied> {
         let ns = self.namespace();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
@@ -139,8 +139,18 @@ impl Applier<'_> {
                 }
             }
             Action::DeleteReservation { pod, .. } => {
-                ignore_missing(pods.delete(pod, &DeleteParams::default()).await.map(|_| ()))?;
+                // A reservation has no grace period: it is gone when the
+                // API server answers, and its instance's pod may take its
+                // place at once (the kubelet sees the deletion first).
+                let still_there = match pods.delete(pod, &DeleteParams::default()).await {
+                    Ok(deleted) => deleted.is_left(),
+                    Err(kube::Error::Api(e)) if e.code == 404 => false,
+                    Err(e) => return Err(e.into()),
+                };
                 self.expect(Kind::Reservation, pod, Effect::Gone);
+                if still_there {
+                    return Ok(Applied::Wait);
+                }
             }
             Action::DeletePod { pod, reason, .. } => {
                 // No kubelet will confirm the deletion of a pod on a lost node.
@@ -195,7 +205,7 @@ impl Applier<'_> {
                 self.expect(Kind::Volume, volume_object, Effect::Gone);
             }
         }
-        Ok(())
+        Ok(Applied::Done)
     }
 
     /// Patches the claims and volumes of an instance not yet `marked`.
@@ -377,6 +387,15 @@ fn created<T>(result: kube::Result<T>) -> Result<bool> {
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// What applying an action left for the instance's next actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// An object is still going away: the instance's next actions wait
+    /// for the next pass.
+    Wait,
 }
 
 fn ignore_missing<T>(result: kube::Result<T>) -> Result<()> {

@@ -38,7 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use uuid::Uuid;
 
-use self::apply::Applier;
+use self::apply::{Applied, Applier};
 pub use self::cache::{Caches, Feeds};
 use self::events::Events;
 use self::expectations::Expectations;
@@ -490,13 +490,16 @@ fn group_by_instance(actions: &[Action]) -> Vec<Vec<Action>> {
 
 async fn apply_in_order(applier: &Applier<'_>, ctx: &Context, actions: Vec<Action>) -> Result<()> {
     for action in &actions {
-        applier.apply(action).await?;
+        let applied = applier.apply(action).await?;
         ctx.metrics
             .actions
             .get_or_create(&ActionLabels {
                 action: action.kind().into(),
             })
             .inc();
+        if applied == Applied::Wait {
+            break;
+        }
     }
     Ok(())
 }

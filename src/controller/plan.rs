@@ -350,10 +350,18 @@ fn start(observed: &Observed, instance: &InstanceView, actions: &mut Vec<Action>
     match &instance.reservation {
         Some(r) if r.deleting => {}
         Some(r) if r.reclaiming && !r.placed && !reclaim_expired(observed, r) => {}
-        Some(r) => actions.push(Action::DeleteReservation {
-            instance: instance.uuid,
-            pod: r.name.clone(),
-        }),
+        Some(r) => {
+            actions.push(Action::DeleteReservation {
+                instance: instance.uuid,
+                pod: r.name.clone(),
+            });
+            // In the same pass: a reservation is gone once deleted (no
+            // grace period), and the pod is applied only after that.
+            actions.push(Action::CreatePod {
+                instance: instance.uuid,
+                node: direct_node(observed, instance),
+            });
+        }
         None => actions.push(Action::CreatePod {
             instance: instance.uuid,
             node: direct_node(observed, instance),

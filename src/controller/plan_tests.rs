@@ -342,25 +342,31 @@ fn a_restart_releases_the_reservation_then_binds_the_pod_to_its_node() {
     world.observed.app.desired = 1;
     let first = world.plan();
     assert!(first.created.is_empty(), "the stopped instance is reused");
-    assert!(
-        matches!(first.actions[..], [Action::DeleteReservation { instance, .. }] if instance == uuid),
-        "the reservation goes first, alone: {:?}",
-        first.actions
+    let reservation = world.observed.instances[&uuid]
+        .reservation
+        .as_ref()
+        .unwrap()
+        .name
+        .clone();
+    assert_eq!(
+        first.actions,
+        [
+            Action::DeleteReservation {
+                instance: uuid,
+                pod: reservation
+            },
+            Action::CreatePod {
+                instance: uuid,
+                node: Some(node)
+            }
+        ],
+        "the reservation goes, then the pod takes its place on its node in the same pass, \
+         no scheduling round"
     );
     for action in &first.actions {
         world.apply(action);
     }
-    // Still on its way out: the pod waits (it would be held twice).
-    assert!(reservation_actions(&mut world).is_empty());
     world.step();
-    assert_eq!(
-        reservation_actions(&mut world),
-        [Action::CreatePod {
-            instance: uuid,
-            node: Some(node)
-        }],
-        "bound straight to its node, no scheduling round"
-    );
     world.converge();
     assert_eq!(world.running(), 1);
     assert!(world.observed.instances[&uuid].reservation.is_none());
@@ -428,13 +434,12 @@ fn capacity_refused_by_the_kubelet_is_won_back_by_a_reservation() {
     let (mut world, uuid, node) = one_stopped();
     world.observed.app.desired = 1;
     world.refuse_next = 1;
-    // The reservation goes, the pod is bound and refused (OutOfcpu).
-    for _ in 0..2 {
-        for action in world.plan().actions {
-            world.apply(&action);
-        }
-        world.step();
+    // In one pass the reservation goes and the pod is bound; the kubelet
+    // refuses it (OutOfcpu).
+    for action in world.plan().actions {
+        world.apply(&action);
     }
+    world.step();
     // The node stays full until the reservation has preempted its way in.
     world.full_nodes.insert(node.clone());
     world.step();
@@ -486,7 +491,7 @@ fn a_reclaim_that_cannot_be_placed_gives_way_after_a_while() {
     world.advance(super::plan::RECLAIM_PATIENCE_SECONDS);
     assert!(matches!(
         reservation_actions(&mut world)[..],
-        [Action::DeleteReservation { .. }]
+        [Action::DeleteReservation { .. }, Action::CreatePod { .. }]
     ));
 }
 

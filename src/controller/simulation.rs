@@ -176,11 +176,9 @@ impl World {
                 }
             }
             Action::DeleteReservation { instance, .. } => {
-                if let Some(r) = instances
-                    .get_mut(instance)
-                    .and_then(|i| i.reservation.as_mut())
-                {
-                    r.deleting = true;
+                // No grace period: gone at once, as the API server does.
+                if let Some(view) = instances.get_mut(instance) {
+                    view.reservation = None;
                 }
             }
             Action::DeletePod { instance, .. } => {
