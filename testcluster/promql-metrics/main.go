@@ -3,18 +3,30 @@
 // reads it: a JSON array of expressions on stdin, a JSON array of
 // {"expr", "metrics", "error"} on stdout, one per expression, in order.
 // An expression that does not parse has its parser error in "error".
+//
+// `promql-metrics rules` instead checks a rules file (the `groups:` of a
+// Prometheus rules file or of a PrometheusRule's spec) on stdin as
+// Prometheus loads one (rulefmt: fields, durations, expressions, and the
+// templates of labels and annotations), printing {"errors": [...]}.
 package main
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 )
+
+// The options a Prometheus server has by default (no experimental
+// functions), so an expression that parses here loads in a rule file.
+var promql = parser.NewParser(parser.Options{})
 
 type result struct {
 	Expr    string   `json:"expr"`
@@ -26,6 +38,10 @@ func main() {
 	input, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		fail("read stdin: %v", err)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "rules" {
+		checkRules(input)
+		return
 	}
 	var exprs []string
 	if err := json.Unmarshal(input, &exprs); err != nil {
@@ -48,9 +64,7 @@ func main() {
 // it names no metric that can be checked.
 func inspect(expr string) result {
 	r := result{Expr: expr, Metrics: []string{}}
-	// The options a Prometheus server has by default (no experimental
-	// functions), so an expression that parses here loads in a rule file.
-	node, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	node, err := promql.ParseExpr(expr)
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -82,6 +96,21 @@ func inspect(expr string) result {
 	}
 	sort.Strings(r.Metrics)
 	return r
+}
+
+// checkRules prints what Prometheus finds wrong in a rules file.
+func checkRules(content []byte) {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	_, errs := rulefmt.Parse(content, false, model.UTF8Validation, promql, logger)
+	messages := []string{}
+	for _, err := range errs {
+		messages = append(messages, err.Error())
+	}
+	out, err := json.Marshal(map[string][]string{"errors": messages})
+	if err != nil {
+		fail("encode the result: %v", err)
+	}
+	fmt.Println(string(out))
 }
 
 func fail(format string, args ...any) {
