@@ -58,6 +58,11 @@ pub struct ControllerMetrics {
     pub is_leader: Gauge,
 }
 
+/// Why the provisioner made no volume for a claim: it did not fit on the
+/// node the scheduler chose, that node's agent published no capacity, or
+/// the API server refused or failed (retried).
+pub const PROVISIONING_FAILURES: [&str; 3] = ["NotEnoughDiskSpace", "NoCapacityPublished", "Error"];
+
 const RESERVATION_STATES: [ReservationState; 3] = [
     ReservationState::Held,
     ReservationState::Pending,
@@ -131,6 +136,19 @@ impl ControllerMetrics {
             "1 while this replica holds the leader lease",
             metrics.is_leader.clone(),
         );
+        // The exporter lists a family only once it has a series: these start
+        // at 0, so that alerts on them (`rate(...) > 0`) have a series to read
+        // before the first failure.
+        for result in ["success", "error"] {
+            let _series = metrics.reconciles.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        for reason in PROVISIONING_FAILURES {
+            let _series = metrics
+                .provisioning_failures
+                .get_or_create(&ReasonLabels::new(reason));
+        }
         metrics
     }
 
