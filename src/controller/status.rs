@@ -222,7 +222,7 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
                         unplaceable.push(format!(
                             "{} since {since}: {}",
                             InstanceId::new(&app.name, i.uuid),
-                            verdict.message.trim()
+                            verdict.message.trim().trim_end_matches('.')
                         ));
                     }
                 }
