@@ -436,4 +436,29 @@ async fn wait_follows_the_app_until_done_and_fails_when_stuck() {
         stderr.contains("timed out after 5s") && stderr.contains("waiting for a node"),
         "{stderr}"
     );
+
+    // Once the scheduler has found no node for it for the operator's
+    // patience, the app is Stalled: --wait fails at once, with the
+    // instance and the scheduler's reason, long before its timeout.
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = plugin.run(&[
+        "app",
+        "update",
+        "stuck",
+        "instances=1",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    assert!(!ok, "a stalled app fails the wait: {stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(90),
+        "not a timeout"
+    );
+    assert!(
+        stderr.contains("is stalled: Unschedulable")
+            && stderr.contains("stuck.")
+            && stderr.contains("node affinity/selector"),
+        "{stderr}"
+    );
 }
