@@ -754,7 +754,7 @@ mod tests {
         let why = &find(&stalled, "Stalled").message;
         let id = InstanceId::new(&world.observed.app.name, uuid).to_string();
         assert!(why.contains(&id), "{why}");
-        assert!(why.contains(message), "{why}");
+        assert!(why.contains(message.trim_end_matches('.')), "{why}");
     }
 
     #[test]
