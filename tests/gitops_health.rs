@@ -626,7 +626,13 @@ async fn an_instance_no_node_can_take_stalls_the_app() {
             |o| condition(o, "Stalled") == Some(("True", "Unschedulable")),
         )
         .await;
-    check("unschedulable", &stalled, "Failed", "Degraded", None);
+    check(
+        "unschedulable",
+        &stalled,
+        "Failed",
+        "Degraded",
+        Some("unschedulable.yaml"),
+    );
     let stalled_condition = stalled["status"]["conditions"]
         .as_array()
         .unwrap()
