@@ -343,12 +343,69 @@ fn alert_rules_load_as_prometheus_loads_them() {
     assert_eq!(checked["errors"].len(), 1, "{:?}", checked["errors"]);
 }
 
-/// What Prometheus' parser makes of an expression.
+/// What Prometheus' parser makes of an expression: the metrics it selects
+/// and the labels it matches or groups each on.
 #[derive(Debug, Deserialize)]
 struct Parsed {
     expr: String,
     metrics: Vec<String>,
+    labels: BTreeMap<String, Vec<String>>,
     error: Option<String>,
+}
+
+/// Labels Prometheus adds to every series it scrapes through the chart's
+/// ServiceMonitor (the controller) and PodMonitor (the agents, with their
+/// node); `honorLabels` keeps a metric's own `namespace`.
+const CONTROLLER_TARGET_LABELS: [&str; 7] = [
+    "instance",
+    "job",
+    "namespace",
+    "pod",
+    "container",
+    "endpoint",
+    "service",
+];
+const AGENT_TARGET_LABELS: [&str; 7] = [
+    "instance",
+    "job",
+    "namespace",
+    "pod",
+    "container",
+    "endpoint",
+    "node",
+];
+
+/// The label names of each series name in an exposition's samples, plus
+/// the scrape's `target` labels.
+fn series_labels(exposition: &str, target: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let set = labels.entry(line[..name_end].to_string()).or_default();
+        set.extend(target.iter().map(|l| l.to_string()));
+        let Some(mut rest) = line[name_end..].strip_prefix('{') else {
+            continue;
+        };
+        // `key="value",...}`, values with backslash escapes.
+        while let Some((key, after)) = rest.split_once("=\"") {
+            set.insert(key.trim_start_matches(',').to_string());
+            let mut escaped = false;
+            let close = after
+                .char_indices()
+                .find(|&(_, c)| {
+                    let end = c == '"' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    end
+                })
+                .map(|(i, _)| i)
+                .expect("a closed label value");
+            rest = &after[close + 1..];
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    labels
 }
 
 /// The metric names each expression selects, by Prometheus' own parser
@@ -498,6 +555,26 @@ async fn alerts_and_dashboard_query_only_metrics_the_operator_exports() {
         missing.is_empty(),
         "queried but not exported: {missing:#?}\nexported: {exported:#?}"
     );
+    // Every label a query matches or groups a metric on is one its series
+    // carry (or Prometheus adds when scraping through the chart's monitors).
+    let mut labels = series_labels(&controller, &CONTROLLER_TARGET_LABELS);
+    labels.extend(series_labels(&agent, &AGENT_TARGET_LABELS));
+    let mut unknown = Vec::new();
+    for (query, parsed) in queries.iter().zip(&parsed) {
+        for (metric, used) in &parsed.labels {
+            let Some(carried) = labels.get(metric) else {
+                unknown.push(format!("{}: {metric} has no series to check", query.source));
+                continue;
+            };
+            for label in used.iter().filter(|l| !carried.contains(*l)) {
+                unknown.push(format!(
+                    "{}: {metric} has no label {label} (it has {carried:?})",
+                    query.source
+                ));
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "{}", unknown.join("\n"));
     // Both processes' metrics are used (the alerts cover volumes and apps).
     for needed in [
         "statefulapp_instances",

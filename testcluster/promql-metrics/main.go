@@ -1,7 +1,8 @@
 // Command promql-metrics prints the metric names each PromQL expression
 // selects, as Prometheus' own parser (github.com/prometheus/prometheus/promql/parser)
 // reads it: a JSON array of expressions on stdin, a JSON array of
-// {"expr", "metrics", "error"} on stdout, one per expression, in order.
+// {"expr", "metrics", "labels", "error"} on stdout, one per expression, in
+// order.
 // An expression that does not parse has its parser error in "error".
 //
 // `promql-metrics rules` instead checks a rules file (the `groups:` of a
@@ -31,7 +32,10 @@ var promql = parser.NewParser(parser.Options{})
 type result struct {
 	Expr    string   `json:"expr"`
 	Metrics []string `json:"metrics"`
-	Error   string   `json:"error,omitempty"`
+	// Labels each metric is matched or grouped on: a selector's matchers,
+	// and the `by` labels of each aggregation over it.
+	Labels map[string][]string `json:"labels"`
+	Error  string              `json:"error,omitempty"`
 }
 
 func main() {
@@ -58,44 +62,103 @@ func main() {
 	fmt.Println(string(out))
 }
 
-// inspect parses expr and collects the names of the series it selects: a
-// selector's metric name, or its equality matcher on __name__. A selector
-// that matches names by regular expression is reported as an error, since
-// it names no metric that can be checked.
+// inspect parses expr and collects the metrics it selects and the labels
+// it reads of each.
 func inspect(expr string) result {
-	r := result{Expr: expr, Metrics: []string{}}
+	r := result{Expr: expr, Metrics: []string{}, Labels: map[string][]string{}}
 	node, err := promql.ParseExpr(expr)
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
-	names := map[string]bool{}
+	labelSets := map[string]map[string]bool{}
+	addLabel := func(metric, label string) {
+		if labelSets[metric] == nil {
+			labelSets[metric] = map[string]bool{}
+		}
+		labelSets[metric][label] = true
+	}
 	parser.Inspect(node, func(n parser.Node, _ []parser.Node) error {
-		selector, ok := n.(*parser.VectorSelector)
-		if !ok {
-			return nil
-		}
-		if selector.Name != "" {
-			names[selector.Name] = true
-			return nil
-		}
-		for _, m := range selector.LabelMatchers {
-			if m.Name != labels.MetricName {
-				continue
+		switch n := n.(type) {
+		case *parser.VectorSelector:
+			name := selectorName(n, &r)
+			if name == "" {
+				return nil
 			}
-			if m.Type == labels.MatchEqual {
-				names[m.Value] = true
-			} else if r.Error == "" {
-				r.Error = fmt.Sprintf("selector %s matches metric names by %s", selector, m.Type)
+			if labelSets[name] == nil {
+				labelSets[name] = map[string]bool{}
+			}
+			for _, m := range n.LabelMatchers {
+				if m.Name != labels.MetricName {
+					addLabel(name, m.Name)
+				}
+			}
+		case *parser.AggregateExpr:
+			if n.Without {
+				return nil
+			}
+			// `by` labels must be on the series aggregated, here the
+			// selectors directly below (not below a nested aggregation).
+			for _, name := range selectorsBelow(n.Expr, &r) {
+				for _, label := range n.Grouping {
+					addLabel(name, label)
+				}
 			}
 		}
 		return nil
 	})
-	for name := range names {
+	for name, set := range labelSets {
 		r.Metrics = append(r.Metrics, name)
+		list := []string{}
+		for label := range set {
+			list = append(list, label)
+		}
+		sort.Strings(list)
+		r.Labels[name] = list
 	}
 	sort.Strings(r.Metrics)
 	return r
+}
+
+// selectorName is the metric a selector selects: its name, or its equality
+// matcher on __name__. A selector that matches names by regular expression
+// names no metric that can be checked: an error.
+func selectorName(selector *parser.VectorSelector, r *result) string {
+	if selector.Name != "" {
+		return selector.Name
+	}
+	for _, m := range selector.LabelMatchers {
+		if m.Name != labels.MetricName {
+			continue
+		}
+		if m.Type == labels.MatchEqual {
+			return m.Value
+		}
+		if r.Error == "" {
+			r.Error = fmt.Sprintf("selector %s matches metric names by %s", selector, m.Type)
+		}
+	}
+	return ""
+}
+
+// selectorsBelow lists the metrics an expression selects, not looking
+// into aggregations (their output has only their own labels).
+func selectorsBelow(node parser.Node, r *result) []string {
+	names := []string{}
+	parser.Inspect(node, func(n parser.Node, path []parser.Node) error {
+		for _, p := range path {
+			if _, nested := p.(*parser.AggregateExpr); nested {
+				return nil
+			}
+		}
+		if selector, ok := n.(*parser.VectorSelector); ok {
+			if name := selectorName(selector, r); name != "" {
+				names = append(names, name)
+			}
+		}
+		return nil
+	})
+	return names
 }
 
 // checkRules prints what Prometheus finds wrong in a rules file.
