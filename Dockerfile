@@ -8,19 +8,19 @@
 #                      instead (testcluster/images.sh does this offline);
 #                      the rust stage is then skipped, not pulled.
 #   BASE=...           the runtime base (default distroless cc, nonroot).
-#   FSTOOLS=base       the base has mke2fs and resize2fs already
+#   FSTOOLS=base       the base has the filesystem tools already
 #                      (testcluster/images.sh); default: from Debian.
 ARG BINARIES=build
 ARG BASE=gcr.io/distroless/cc-debian12:nonroot
 ARG FSTOOLS=debian
 
-# mke2fs and resize2fs with their libraries, for the agent's size
-# enforcement (a filesystem per volume).
+# mke2fs, resize2fs, mkfs.xfs and xfs_growfs with their libraries, for the
+# agent's size enforcement (a filesystem per volume).
 FROM debian:bookworm-slim AS fstools-debian
-RUN apt-get update && apt-get install -y --no-install-recommends e2fsprogs \
+RUN apt-get update && apt-get install -y --no-install-recommends e2fsprogs xfsprogs \
  && mkdir -p /fstools/usr/sbin /fstools/etc \
- && cp /sbin/mke2fs /sbin/resize2fs /fstools/usr/sbin/ \
- && for lib in $(ldd /sbin/mke2fs /sbin/resize2fs | awk '$3 ~ /^\// {print $3}' | sort -u); do \
+ && cp /sbin/mke2fs /sbin/resize2fs /sbin/mkfs.xfs /usr/sbin/xfs_growfs /fstools/usr/sbin/ \
+ && for lib in $(ldd /sbin/mke2fs /sbin/resize2fs /sbin/mkfs.xfs /usr/sbin/xfs_growfs | awk '$3 ~ /^\// {print $3}' | sort -u); do \
       cp --parents -L "$lib" /fstools; done \
  && ln -s /proc/self/mounts /fstools/etc/mtab
 

@@ -63,6 +63,10 @@ struct ControllerArgs {
     /// (measured, a Warning past the size).
     #[arg(long, value_enum, default_value = "none")]
     size_enforcement: statefulapp_operator::names::SizeEnforcement,
+    /// The filesystem of each `image` volume: `ext4` (any size) or `xfs`
+    /// (at least 300Mi).
+    #[arg(long, value_enum, default_value = "ext4")]
+    image_filesystem: statefulapp_operator::names::ImageFilesystem,
     /// Directory holding volumes on every node (the agents' base dir).
     #[arg(long, default_value = "/var/lib/statefulapp")]
     volume_base_dir: String,
@@ -205,6 +209,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     provisioner.former_names = args.former_provisioner_names;
     provisioner.capacity_namespace = args.capacity_namespace;
     provisioner.size_enforcement = args.size_enforcement;
+    provisioner.image_filesystem = args.image_filesystem;
     let provisioner = Arc::new(provisioner);
     let work = async {
         tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));

@@ -102,6 +102,56 @@ impl std::str::FromStr for SizeEnforcement {
     }
 }
 
+/// Set on an `image` volume by its provisioner: the filesystem its agent
+/// makes in the image (`ext4` when absent).
+pub const ANNOTATION_FILESYSTEM: &str = "statefulapp.io/filesystem";
+/// Set on an `image` volume by its node's agent: the bytes its filesystem
+/// spans now (made or grown to). The volume's growth is done once it
+/// reaches the volume's capacity.
+pub const ANNOTATION_FILESYSTEM_SIZE: &str = "statefulapp.io/filesystem-size";
+
+/// The filesystem of an `image` volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ImageFilesystem {
+    /// Any size; grows online where the agent has `CAP_SYS_RESOURCE`.
+    #[default]
+    Ext4,
+    /// At least [`ImageFilesystem::XFS_MINIMUM`]; grows online with
+    /// `CAP_SYS_ADMIN`.
+    Xfs,
+}
+
+impl ImageFilesystem {
+    /// `mkfs.xfs` refuses smaller filesystems.
+    pub const XFS_MINIMUM: u64 = 300 << 20;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFilesystem::Ext4 => "ext4",
+            ImageFilesystem::Xfs => "xfs",
+        }
+    }
+
+    /// The smallest volume it can hold.
+    pub fn minimum(self) -> u64 {
+        match self {
+            ImageFilesystem::Ext4 => 0,
+            ImageFilesystem::Xfs => Self::XFS_MINIMUM,
+        }
+    }
+}
+
+impl std::str::FromStr for ImageFilesystem {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ext4" => Ok(ImageFilesystem::Ext4),
+            "xfs" => Ok(ImageFilesystem::Xfs),
+            other => Err(format!("unknown filesystem {other:?}")),
+        }
+    }
+}
+
 /// User annotation on a StatefulApp: `"true"` destroys all data on deletion.
 pub const ANNOTATION_WIPE_ON_DELETE: &str = "statefulapp.io/wipe-on-delete";
 

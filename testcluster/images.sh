@@ -145,8 +145,10 @@ build_testapp() {
 # (ldd fails on a static binary, which needs none.)
 libs=()
 # The agent makes and grows volume filesystems (size enforcement "image").
-fstools=("$(command -v mke2fs)" "$(command -v resize2fs)")
-for tool in "${fstools[@]}"; do [ -x "$tool" ] || die "e2fsprogs (mke2fs, resize2fs) is needed"; done
+fstools=("$(command -v mke2fs)" "$(command -v resize2fs)" "$(command -v mkfs.xfs)" "$(command -v xfs_growfs)")
+for tool in "${fstools[@]}"; do
+  [ -x "$tool" ] || die "e2fsprogs (mke2fs, resize2fs) and xfsprogs (mkfs.xfs, xfs_growfs) are needed"
+done
 for bin in "$operator_bin" "$kubectl_bin" "${fstools[@]}"; do
   deps=$(ldd "$bin" 2>/dev/null || true)
   if grep 'not found' <<<"$deps" >&2; then die "$bin: ldd cannot find the libraries above"; fi
@@ -167,7 +169,7 @@ build_base() {
   for lib in "${libs[@]}"; do cp --parents -L "$lib" "$root"; done
   mkdir -p "$root/usr/sbin"
   for tool in "${fstools[@]}"; do cp -L "$tool" "$root/usr/sbin/"; done
-  # e2fsprogs looks for mounted filesystems in /etc/mtab.
+  # e2fsprogs and xfs_growfs look for mounted filesystems in /etc/mtab.
   ln -s /proc/self/mounts "$root/etc/mtab"
   if [ -f "$ca" ]; then cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"; fi
   cat >"$root/etc/passwd" <<'EOF'

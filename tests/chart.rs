@@ -168,6 +168,7 @@ fn rbac_grants_exactly_what_the_code_uses() {
                 "/persistentvolumeclaims",
                 &["list", "watch", "create", "patch", "delete"]
             ),
+            ("/persistentvolumeclaims/status", &["patch"]),
             (
                 "/persistentvolumes",
                 &["get", "list", "watch", "create", "patch", "delete"]

@@ -273,23 +273,6 @@ async fn a_full_node_is_skipped_and_a_node_is_never_overcommitted() {
     );
 }
 
-/// Runs `script` in the pod's container; returns (success, output).
-fn exec(release: &ChartRelease, ns: &str, pod: &str, script: &str) -> (bool, String) {
-    let output = release
-        .kubectl()
-        .args(["exec", "-n", ns, pod, "--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 /// Free bytes of `node`'s data disk, as the node sees it.
 fn disk_free(node: &str) -> u64 {
     let cluster = TestCluster::shared_real();
@@ -322,18 +305,18 @@ async fn a_write_past_the_size_fails_inside_the_container_and_nowhere_else() {
     let (app_name, uuid) = status.instances[0].id.split_once('.').unwrap();
     let pod = format!("{app_name}-{uuid}");
     wait_until(WAIT, "the container wrote /b/kept", || async {
-        exec(release, &ns, &pod, "cat /b/kept")
+        release
+            .exec(&ns, &pod, "cat /b/kept")
             .1
             .contains("kept")
             .then_some(())
     })
     .await;
-    let (_, df) = exec(release, &ns, &pod, "df -k /a /b");
+    let (_, df) = release.exec(&ns, &pod, "df -k /a /b");
     eprintln!("inside the container:\n{df}");
     let free_before = disk_free("real-node-1");
 
-    let (ok, out) = exec(
-        release,
+    let (ok, out) = release.exec(
         &ns,
         &pod,
         "dd if=/dev/zero of=/a/fill bs=1M count=100 conv=fsync",
@@ -341,7 +324,7 @@ async fn a_write_past_the_size_fails_inside_the_container_and_nowhere_else() {
     eprintln!("dd of 100 MiB into the 64Mi volume: {out}");
     assert!(!ok, "a write past the size succeeded: {out}");
     assert!(out.contains("No space left on device"), "{out}");
-    let (_, size) = exec(release, &ns, &pod, "du -k /a/fill | cut -f1");
+    let (_, size) = release.exec(&ns, &pod, "du -k /a/fill | cut -f1");
     let written: u64 = size.trim().parse().unwrap();
     assert!(
         written * 1024 <= 64 * MI,
@@ -384,16 +367,14 @@ async fn a_write_past_the_size_fails_inside_the_container_and_nowhere_else() {
     );
 
     // The other volume is untouched and still takes writes.
-    let (ok, out) = exec(
-        release,
+    let (ok, out) = release.exec(
         &ns,
         &pod,
         "cat /b/kept && echo more >> /b/kept && cat /b/kept",
     );
     assert!(ok && out == "kept\nkept\nmore\n", "{out}");
     // The full volume works again once space is freed.
-    let (ok, out) = exec(
-        release,
+    let (ok, out) = release.exec(
         &ns,
         &pod,
         "rm /a/fill && echo fine > /a/after && cat /a/after",

@@ -329,7 +329,7 @@ async fn huge_objects_are_refused() {
 }
 
 #[tokio::test]
-async fn volumes_cannot_change_after_creation() {
+async fn volumes_may_only_grow_after_creation() {
     let cluster = TestCluster::shared();
     Operator::shared().await;
     let client = cluster.client().await;
@@ -337,17 +337,51 @@ async fn volumes_cannot_change_after_creation() {
     let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
     let app: StatefulApp = serde_json::from_value(postgres(0)).unwrap();
     apps.create(&PostParams::default(), &app).await.unwrap();
-    for change in [
-        json!({ "spec": { "volumes": [{ "name": "pgdata", "size": "200Mi", "mountPath": "/var/lib/postgresql/data" }] } }),
-        json!({ "spec": { "volumes": [{ "name": "other", "size": "100Mi", "mountPath": "/var/lib/postgresql/data" }] } }),
+    let volume = |name: &str, size: &str, path: &str| json!({ "spec": { "volumes": [{ "name": name, "size": size, "mountPath": path }] } });
+    let data = "/var/lib/postgresql/data";
+    for (change, refusal) in [
+        (volume("other", "100Mi", data), "volumes are immutable"),
+        (volume("pgdata", "100Mi", "/data"), "volumes are immutable"),
+        (volume("pgdata", "50Mi", data), "may grow, never shrink"),
+        (
+            json!({ "spec": { "volumes": [
+                { "name": "pgdata", "size": "100Mi", "mountPath": data },
+                { "name": "wal", "size": "100Mi", "mountPath": "/wal" },
+            ] } }),
+            "volumes are immutable",
+        ),
+        (
+            json!({ "spec": { "volumes": [
+                { "name": "pgdata", "size": "100Mi", "mountPath": data, "containers": ["db"] },
+            ] } }),
+            "volumes are immutable",
+        ),
     ] {
         let err = apps
             .patch("postgres", &PatchParams::default(), &Patch::Merge(&change))
             .await
             .expect_err("volume change accepted");
-        assert!(err.to_string().contains("volumes are immutable"), "{err}");
+        assert!(err.to_string().contains(refusal), "{change}: {err}");
     }
-    // Everything else may change.
+    // A volume grows (in another unit, too); everything else may change.
+    for size in ["200Mi", "1Gi", "1073741825"] {
+        apps.patch(
+            "postgres",
+            &PatchParams::default(),
+            &Patch::Merge(&volume("pgdata", size, data)),
+        )
+        .await
+        .unwrap();
+    }
+    let err = apps
+        .patch(
+            "postgres",
+            &PatchParams::default(),
+            &Patch::Merge(&volume("pgdata", "1Gi", data)),
+        )
+        .await
+        .expect_err("a volume shrank by a byte");
+    assert!(err.to_string().contains("never shrink"), "{err}");
     let fine = json!({ "spec": { "instances": 3, "killSelection": "OldestFirst" } });
     apps.patch("postgres", &PatchParams::default(), &Patch::Merge(&fine))
         .await

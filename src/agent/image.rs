@@ -1,6 +1,6 @@
 //! Size enforcement by a filesystem per volume (`image` mode): a volume is
-//! a sparse file `<dir>.img` holding an ext4 filesystem of the volume's
-//! size, attached to a loop device and mounted at its directory `<dir>`;
+//! a sparse file `<dir>.img` holding an ext4 or XFS filesystem of the
+//! volume's size, attached to a loop device and mounted at its directory `<dir>`;
 //! the container sees `<dir>/data`. A write past the size fails inside the
 //! container with ENOSPC, and nothing else on the node's disk is touched.
 //!
@@ -15,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::names::ImageFilesystem;
 use crate::{Error, Result};
 
 /// The directory the container sees, inside the volume's filesystem.
@@ -34,10 +35,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Makes the volume: a sparse image of `size` bytes, an ext4 filesystem in
-/// it, mounted at `dir`, with `data` inside. Each step is skipped when
-/// done before, so a crash at any point is repaired by running it again.
-pub fn create(dir: &Path, size: u64) -> Result<()> {
+/// Makes the volume: a sparse image of `size` bytes, a filesystem in it,
+/// mounted at `dir`, with `data` inside. Each step is skipped when done
+/// before, so a crash at any point is repaired by running it again.
+pub fn create(dir: &Path, size: u64, filesystem: ImageFilesystem) -> Result<()> {
     let image = image_path(dir);
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -52,13 +53,18 @@ pub fn create(dir: &Path, size: u64) -> Result<()> {
     if file.metadata().map_err(io(&image))?.len() < size {
         file.set_len(size).map_err(io(&image))?;
     }
-    if !has_ext4(&image)? {
-        // No discard (the file is sparse already), inode tables initialised
-        // lazily by the kernel: the image stays sparse.
-        run(Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-m", "0", "-b", "4096"])
-            .args(["-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"])
-            .arg(&image))?;
+    if filesystem_of(&image)?.is_none() {
+        // No discard (the file is sparse already); ext4's inode tables are
+        // initialised lazily by the kernel: the image stays sparse.
+        match filesystem {
+            ImageFilesystem::Ext4 => run(Command::new("mke2fs")
+                .args(["-q", "-F", "-t", "ext4", "-m", "0", "-b", "4096"])
+                .args(["-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"])
+                .arg(&image))?,
+            ImageFilesystem::Xfs => run(Command::new("mkfs.xfs")
+                .args(["-q", "-f", "-K"])
+                .arg(&image))?,
+        }
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     ensure_mounted(dir)?;
@@ -69,13 +75,16 @@ pub fn create(dir: &Path, size: u64) -> Result<()> {
     }
 }
 
-/// Whether the image holds an ext4 (ext2/3/4) superblock.
-fn has_ext4(image: &Path) -> Result<bool> {
+/// The filesystem the image holds, by its superblock's magic: ext2/3/4
+/// (`0xEF53` at byte 1080) or XFS (`XFSB` at byte 0); `None` if neither.
+fn filesystem_of(image: &Path) -> Result<Option<ImageFilesystem>> {
     let mut file = File::open(image).map_err(io(image))?;
     let mut head = [0u8; 1082];
     match file.read_exact(&mut head) {
-        Ok(()) => Ok(head[1080..1082] == [0x53, 0xEF]),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Ok(()) if head[1080..1082] == [0x53, 0xEF] => Ok(Some(ImageFilesystem::Ext4)),
+        Ok(()) if head[..4] == *b"XFSB" => Ok(Some(ImageFilesystem::Xfs)),
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(io(image)(e)),
     }
 }
@@ -95,6 +104,10 @@ pub fn ensure_mounted(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let image = image_path(dir);
+    let kind = match filesystem_of(&image)? {
+        Some(ImageFilesystem::Xfs) => c"xfs",
+        _ => c"ext4",
+    };
     let (device, _held_until_mounted) = attach(&image)?;
     let source = cstring(&device)?;
     let target = cstring(dir)?;
@@ -103,7 +116,7 @@ pub fn ensure_mounted(dir: &Path) -> Result<()> {
         libc::mount(
             source.as_ptr(),
             target.as_ptr(),
-            c"ext4".as_ptr(),
+            kind.as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV,
             std::ptr::null(),
         )
@@ -132,11 +145,12 @@ pub fn unmount(dir: &Path) -> Result<()> {
 }
 
 /// Grows the volume mounted at `dir` to `size` bytes: the image file,
-/// the loop device's capacity, then the filesystem, online (ext4 grows
-/// while mounted; the kernel asks for CAP_SYS_RESOURCE, which a
-/// privileged container has). Never offline: the kubelet's bind mount of
-/// a running instance keeps the filesystem alive after the agent's own
-/// mount is gone, and checking or resizing it then would corrupt it.
+/// the loop device's capacity, then the filesystem, online (the kernel
+/// asks for CAP_SYS_RESOURCE to grow ext4 and for CAP_SYS_ADMIN to grow
+/// XFS; a privileged container has both). Never offline: the kubelet's
+/// bind mount of a running instance keeps the filesystem alive after the
+/// agent's own mount is gone, and checking or resizing it then would
+/// corrupt it. Growing again to the same size changes nothing.
 pub fn grow(dir: &Path, size: u64) -> Result<()> {
     let image = image_path(dir);
     let file = File::options()
@@ -152,7 +166,10 @@ pub fn grow(dir: &Path, size: u64) -> Result<()> {
     if unsafe { libc::ioctl(loop_file.as_raw_fd(), LOOP_SET_CAPACITY, 0) } != 0 {
         return Err(io(&device)(std::io::Error::last_os_error()));
     }
-    run(Command::new("resize2fs").arg(&device))?;
+    match filesystem_of(&image)? {
+        Some(ImageFilesystem::Xfs) => run(Command::new("xfs_growfs").arg(dir))?,
+        _ => run(Command::new("resize2fs").arg(&device))?,
+    }
     tracing::info!(dir = %dir.display(), size, "volume grown");
     Ok(())
 }
@@ -372,12 +389,12 @@ mod tests {
             .unwrap()
             .set_len(16 << 20)
             .unwrap();
-        assert!(!has_ext4(&image).unwrap());
+        assert_eq!(filesystem_of(&image).unwrap(), None);
         run(Command::new("mke2fs")
             .args(["-q", "-F", "-t", "ext4"])
             .arg(&image))
         .unwrap();
-        assert!(has_ext4(&image).unwrap());
+        assert_eq!(filesystem_of(&image).unwrap(), Some(ImageFilesystem::Ext4));
         assert!(
             allocated(&dir.path().join("v")).unwrap() < 16 << 20,
             "sparse"
@@ -393,9 +410,9 @@ mod tests {
         }
         let base = tempfile::tempdir().unwrap();
         let dir = base.path().join("ns").join("app#data#1");
-        create(&dir, 32 << 20).unwrap();
+        create(&dir, 32 << 20, ImageFilesystem::Ext4).unwrap();
         assert!(is_mounted(&dir).unwrap());
-        create(&dir, 32 << 20).unwrap(); // again: nothing to do
+        create(&dir, 32 << 20, ImageFilesystem::Ext4).unwrap(); // again: nothing to do
         let fill = dir.join(DATA).join("fill");
         let error = std::fs::write(&fill, vec![0u8; 40 << 20]).unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
@@ -422,6 +439,41 @@ mod tests {
         assert!(!dir.join(DATA).exists(), "data lives only in the image");
         ensure_mounted(&dir).unwrap();
         assert_eq!(std::fs::metadata(&fill).unwrap().len(), written);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(DATA).join("kept")).unwrap(),
+            "kept"
+        );
+        unmount(&dir).unwrap();
+    }
+
+    /// Needs root and `mkfs.xfs`. XFS grows online with CAP_SYS_ADMIN,
+    /// which root has where ext4's CAP_SYS_RESOURCE may be missing.
+    #[test]
+    fn an_xfs_volume_is_full_at_its_size_and_grows_while_mounted() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("ns").join("app#data#2");
+        let size = ImageFilesystem::XFS_MINIMUM;
+        create(&dir, size, ImageFilesystem::Xfs).unwrap();
+        assert_eq!(
+            filesystem_of(&image_path(&dir)).unwrap(),
+            Some(ImageFilesystem::Xfs)
+        );
+        assert!(allocated(&dir).unwrap() < size / 4, "sparse");
+        let fill = dir.join(DATA).join("fill");
+        let error = std::fs::write(&fill, vec![0u8; size as usize]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+        std::fs::remove_file(&fill).unwrap();
+        std::fs::write(dir.join(DATA).join("kept"), "kept").unwrap();
+        grow(&dir, 2 * size).unwrap();
+        grow(&dir, 2 * size).unwrap(); // again: nothing to do
+        std::fs::write(&fill, vec![0u8; size as usize]).unwrap();
+        unmount(&dir).unwrap();
+        ensure_mounted(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&fill).unwrap().len(), size);
         assert_eq!(
             std::fs::read_to_string(dir.join(DATA).join("kept")).unwrap(),
             "kept"

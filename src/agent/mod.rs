@@ -38,8 +38,9 @@ pub use self::paths::data_dir;
 use crate::finalizer;
 use crate::metrics::AgentMetrics;
 use crate::names::{
-    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_SIZE_ENFORCEMENT,
-    ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_NODE, SizeEnforcement, patch_params,
+    ANNOTATION_DATA_MISSING, ANNOTATION_DIRECTORY_MADE, ANNOTATION_FILESYSTEM,
+    ANNOTATION_FILESYSTEM_SIZE, ANNOTATION_SIZE_ENFORCEMENT, ANNOTATION_WIPE_MARK, FINALIZER_AGENT,
+    ImageFilesystem, LABEL_NODE, SizeEnforcement, patch_params,
 };
 use crate::provisioner::ANNOTATION_DIRECTORY;
 use crate::{Error, Result};
@@ -285,7 +286,7 @@ async fn keep_directory(
     };
     if present {
         if mode == SizeEnforcement::Image {
-            let (mountpoint, size) = (dir.to_path_buf(), size_of(pv));
+            let (mountpoint, size, filesystem) = (dir.to_path_buf(), size_of(pv), filesystem(pv));
             blocking(move || {
                 std::fs::create_dir_all(&mountpoint).map_err(|source| Error::Io {
                     path: mountpoint.clone(),
@@ -294,15 +295,20 @@ async fn keep_directory(
                 image::ensure_mounted(&mountpoint)?;
                 if !made_before {
                     // A crash between making and recording: finish the making.
-                    image::create(&mountpoint, size)?;
+                    image::create(&mountpoint, size, filesystem)?;
                 }
                 Ok(())
             })
             .await?;
             // A size raised since: grow the image and its filesystem while
-            // mounted (the instance may be running).
-            let size = size_of(pv);
-            if image::image_size(dir)? < size {
+            // mounted (the instance may be running). What the filesystem
+            // spans is recorded only once it grew, so a failed growth is
+            // tried again.
+            let spans = match filesystem_size(pv) {
+                Some(bytes) => bytes,
+                None => image::image_size(dir)?,
+            };
+            if spans < size {
                 let mountpoint = dir.to_path_buf();
                 if let Err(error) = blocking(move || image::grow(&mountpoint, size)).await {
                     let note = format!(
@@ -317,6 +323,12 @@ async fn keep_directory(
                         .await;
                     return Ok(Requeue::requeue(Duration::from_secs(60)));
                 }
+                record_filesystem_size(agent, pv, size).await?;
+                return Ok(Requeue::await_change()); // the update comes back
+            }
+            if made_before && filesystem_size(pv).is_none() {
+                record_filesystem_size(agent, pv, spans).await?;
+                return Ok(Requeue::await_change());
             }
         }
         let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER_AGENT);
@@ -331,8 +343,8 @@ async fn keep_directory(
     }
     let disk = agent.disk();
     if !made_before && disk == Disk::Ours && mode == SizeEnforcement::Image {
-        let (mountpoint, size) = (dir.to_path_buf(), size_of(pv));
-        blocking(move || image::create(&mountpoint, size)).await?;
+        let (mountpoint, size, filesystem) = (dir.to_path_buf(), size_of(pv), filesystem(pv));
+        blocking(move || image::create(&mountpoint, size, filesystem)).await?;
         mark_made(agent, pv).await?;
         return Ok(Requeue::await_change());
     }
@@ -411,6 +423,32 @@ async fn set_data_missing(
         .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// Records on the volume the bytes its filesystem spans (made or grown to):
+/// the provisioner completes a growth when it reaches the capacity.
+async fn record_filesystem_size(agent: &Agent, pv: &PersistentVolume, bytes: u64) -> Result<()> {
+    let patch =
+        json!({ "metadata": { "annotations": { ANNOTATION_FILESYSTEM_SIZE: bytes.to_string() } } });
+    volumes(agent)
+        .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// The bytes the volume's filesystem spans, as its agent recorded.
+fn filesystem_size(pv: &PersistentVolume) -> Option<u64> {
+    pv.annotations()
+        .get(ANNOTATION_FILESYSTEM_SIZE)
+        .and_then(|b| b.parse().ok())
+}
+
+/// The filesystem of an `image` volume (its provisioner chose).
+fn filesystem(pv: &PersistentVolume) -> ImageFilesystem {
+    pv.annotations()
+        .get(ANNOTATION_FILESYSTEM)
+        .and_then(|fs| fs.parse().ok())
+        .unwrap_or_default()
 }
 
 /// How the volume's size is enforced on the node (its provisioner chose).

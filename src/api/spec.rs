@@ -47,10 +47,11 @@ pub struct StatefulAppSpec {
     pub template: PodTemplateSpec,
 
     /// Persistent local volumes, created once per instance on its node.
-    /// Immutable after creation.
+    /// Immutable after creation, except that a volume's `size` may grow.
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(
-        validation = Rule::new("self == oldSelf").message("volumes are immutable: create a new StatefulApp to change them"),
+        validation = Rule::new("self.map(v, v.name) == oldSelf.map(v, v.name) && self.all(v, oldSelf.exists(o, o.name == v.name && o.mountPath == v.mountPath && has(o.containers) == has(v.containers) && (!has(o.containers) || o.containers == v.containers)))").message("volumes are immutable except for growing their size: create a new StatefulApp to change them"),
+        validation = Rule::new("self.all(v, oldSelf.exists(o, o.name == v.name && (!isQuantity(o.size) || !isQuantity(v.size) || quantity(v.size).compareTo(quantity(o.size)) >= 0)))").message("a volume's size may grow, never shrink"),
         validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("volume names must be unique"),
         validation = Rule::new("self.all(v, self.exists_one(w, w.mountPath == v.mountPath))").message("volume mountPaths must be unique")
     )]

@@ -79,6 +79,24 @@ impl Applier<'_> {
                     self.expect(Kind::Claim, &claim.name_any(), Effect::Present);
                 }
             }
+            Action::GrowClaim { claim, volume, .. } => {
+                // Idempotent: planned again before the cache shows it, the
+                // same patch changes nothing.
+                let size = self
+                    .app
+                    .spec
+                    .volumes
+                    .iter()
+                    .find(|v| &v.name == volume)
+                    .map(|v| v.size.clone())
+                    .ok_or_else(|| Error::Invalid(format!("no volume {volume:?} in spec")))?;
+                let patch = json!({ "spec": { "resources": { "requests": { "storage": size } } } });
+                ignore_missing(
+                    claims
+                        .patch(claim, &patch_params(), &Patch::Merge(&patch))
+                        .await,
+                )?;
+            }
             Action::RebindVolume {
                 volume_object,
                 claim,

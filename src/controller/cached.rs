@@ -2,6 +2,7 @@
 //! [`crate::partial`]): what [`super::observe`] and [`super::expectations`]
 //! read, nothing more. The cache also drops `managedFields`.
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use serde::Deserialize;
@@ -74,7 +75,7 @@ pub struct CachedClaim {
     #[serde(default)]
     pub spec: ClaimBinding,
     #[serde(default)]
-    pub status: Phase,
+    pub status: ClaimState,
 }
 core_v1_kind!(
     CachedClaim,
@@ -87,11 +88,33 @@ core_v1_kind!(
 #[serde(rename_all = "camelCase")]
 pub struct ClaimBinding {
     pub volume_name: Option<String>,
+    #[serde(default)]
+    pub resources: ClaimResources,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ClaimResources {
+    #[serde(default)]
+    pub requests: StorageRequest,
+}
+
+/// The claim's `storage` request (other resources are not read).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StorageRequest {
+    pub storage: Option<Quantity>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Phase {
     pub phase: Option<String>,
+}
+
+/// A claim's phase and its `storage` capacity (what it was grown to).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ClaimState {
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub capacity: StorageRequest,
 }
 
 /// A volume: identity, labels, annotations and the claim it is bound to.

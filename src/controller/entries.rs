@@ -151,6 +151,10 @@ pub struct ClaimEntry {
     pub meta: Meta,
     pub volume_name: Option<String>,
     pub bound: bool,
+    /// Bytes the claim asks for.
+    pub requested: Option<u64>,
+    /// Bytes it holds (its `status.capacity`).
+    pub capacity: Option<u64>,
 }
 
 impl From<&CachedClaim> for ClaimEntry {
@@ -159,6 +163,19 @@ impl From<&CachedClaim> for ClaimEntry {
             meta: Meta::of(&claim.metadata),
             volume_name: claim.spec.volume_name.clone(),
             bound: claim.status.phase.as_deref() == Some("Bound"),
+            requested: claim
+                .spec
+                .resources
+                .requests
+                .storage
+                .as_ref()
+                .and_then(|q| crate::quantity::bytes(&q.0)),
+            capacity: claim
+                .status
+                .capacity
+                .storage
+                .as_ref()
+                .and_then(|q| crate::quantity::bytes(&q.0)),
         }
     }
 }

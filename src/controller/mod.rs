@@ -603,6 +603,20 @@ fn describe(app: &StatefulApp, action: &Action) -> (&'static str, String) {
                 id(instance)
             ),
         ),
+        Action::GrowClaim {
+            instance, volume, ..
+        } => (
+            "GrowingVolume",
+            format!(
+                "growing volume {volume} of instance {} to {}",
+                id(instance),
+                app.spec
+                    .volumes
+                    .iter()
+                    .find(|v| &v.name == volume)
+                    .map_or("?", |v| v.size.as_str())
+            ),
+        ),
         Action::RebindVolume {
             volume_object,
             claim,

@@ -38,7 +38,24 @@ pub struct ClusterObjects {
 }
 
 /// Hash of everything a pod is built from: a change rolls the instances.
+/// What a pod of the app is made from: its template and where each volume
+/// is mounted. A volume's size is not in it: a volume grows under a
+/// running pod.
 pub fn template_hash(app: &StatefulApp) -> String {
+    let mounts: Vec<serde_json::Value> = app
+        .spec
+        .volumes
+        .iter()
+        .map(|v| serde_json::json!([v.name, v.mount_path, v.containers]))
+        .collect();
+    let input = serde_json::to_vec(&(&app.spec.template, mounts)).expect("serializable");
+    hex::encode(&Sha256::digest(&input)[..8])
+}
+
+/// The hash pods were stamped with before volumes could grow (sizes
+/// included): a pod stamped with it for the current spec is current, so
+/// an upgrade of the operator restarts nothing.
+fn template_hash_with_sizes(app: &StatefulApp) -> String {
     let input = serde_json::to_vec(&(&app.spec.template, &app.spec.volumes)).expect("serializable");
     hex::encode(&Sha256::digest(&input)[..8])
 }
@@ -64,6 +81,12 @@ pub fn observe(
             app.spec.instances.max(0) as usize
         },
         volumes: app.spec.volumes.iter().map(|v| v.name.clone()).collect(),
+        volume_sizes: app
+            .spec
+            .volumes
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), crate::quantity::bytes(&v.size)?)))
+            .collect(),
         template_hash: template_hash(app),
         kill_selection: app.spec.kill_selection,
         minimum_health_capacity: app.spec.upgrade_strategy.minimum_health_capacity,
@@ -139,6 +162,8 @@ pub fn observe(
             ClaimView {
                 name: claim.meta.name.clone(),
                 bound_volume: claim.volume_name.clone().filter(|_| claim.bound),
+                requested: claim.requested,
+                capacity: claim.capacity,
                 wipe_marked: claim.meta.has_annotation(ANNOTATION_WIPE_MARK),
                 orphan_marked: claim.meta.has_annotation(ANNOTATION_ORPHAN_MARK),
                 deleting: claim.meta.deleting,
@@ -219,6 +244,7 @@ pub fn observe(
         }
         instance.volumes.insert(volume, view);
     }
+    let former_hash = template_hash_with_sizes(app);
     for pod in &objects.pods {
         if !pod.owned {
             // Carries our labels, but no StatefulApp made it: never an
@@ -232,11 +258,10 @@ pub fn observe(
         let phase = pod.phase.as_deref().unwrap_or("Pending");
         let view = PodView {
             name: pod.meta.name.clone(),
-            template_hash: pod
-                .meta
-                .annotation(ANNOTATION_TEMPLATE_HASH)
-                .unwrap_or_default()
-                .to_owned(),
+            template_hash: match pod.meta.annotation(ANNOTATION_TEMPLATE_HASH) {
+                Some(hash) if hash == former_hash => observed.app.template_hash.clone(),
+                hash => hash.unwrap_or_default().to_owned(),
+            },
             node: pod.node_name.clone(),
             running: phase == "Running",
             ready: phase == "Running" && pod.ready,
@@ -304,4 +329,34 @@ fn instance_of(meta: &Meta) -> Option<Uuid> {
 
 fn instance_and_volume(meta: &Meta) -> Option<(Uuid, String)> {
     Some((instance_of(meta)?, meta.label(LABEL_VOLUME)?.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(size: &str, mount_path: &str) -> StatefulApp {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "statefulapp.io/v1alpha1", "kind": "StatefulApp",
+            "metadata": { "name": "db", "namespace": "ns" },
+            "spec": {
+                "instances": 1,
+                "template": { "spec": { "containers": [{ "name": "db", "image": "db:1" }] } },
+                "volumes": [{ "name": "data", "size": size, "mountPath": mount_path }],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_growing_volume_keeps_the_pods_current_and_a_new_mount_does_not() {
+        let small = app("100Mi", "/data");
+        assert_eq!(template_hash(&small), template_hash(&app("1Gi", "/data")));
+        assert_ne!(template_hash(&small), template_hash(&app("100Mi", "/srv")));
+        // Pods stamped before sizes could change carry the hash with sizes.
+        assert_ne!(
+            template_hash_with_sizes(&small),
+            template_hash_with_sizes(&app("1Gi", "/data"))
+        );
+    }
 }

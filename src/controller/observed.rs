@@ -50,6 +50,8 @@ pub struct AppView {
     pub name: String,
     pub desired: usize,
     pub volumes: Vec<String>,
+    /// Each volume's `size` in bytes: claims asking for less are grown.
+    pub volume_sizes: BTreeMap<String, u64>,
     pub template_hash: String,
     pub kill_selection: KillSelection,
     pub minimum_health_capacity: f64,
@@ -88,6 +90,13 @@ pub struct InstanceView {
 }
 
 impl InstanceView {
+    /// Some claim asks for more than it holds: a volume is growing.
+    pub fn growing(&self) -> bool {
+        self.claims
+            .values()
+            .any(|c| matches!((c.requested, c.capacity), (Some(r), Some(c)) if r > c))
+    }
+
     /// A wipe began: some claim or volume carries the operator's wipe mark.
     pub fn wiping(&self) -> bool {
         self.claims.values().any(|c| c.wipe_marked) || self.volumes.values().any(|v| v.wipe_marked)
@@ -103,6 +112,10 @@ impl InstanceView {
 pub struct ClaimView {
     pub name: String,
     pub bound_volume: Option<String>,
+    /// Bytes the claim asks for (`spec.resources.requests.storage`).
+    pub requested: Option<u64>,
+    /// Bytes it holds once bound (`status.capacity.storage`).
+    pub capacity: Option<u64>,
     pub wipe_marked: bool,
     pub orphan_marked: bool,
     pub deleting: bool,

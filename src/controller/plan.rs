@@ -18,6 +18,13 @@ pub enum Action {
         volume: String,
         bind_to: Option<String>,
     },
+    /// Raise a claim's request to its volume's larger `size`: the
+    /// provisioner then grows the volume on its node.
+    GrowClaim {
+        instance: Uuid,
+        claim: String,
+        volume: String,
+    },
     /// Point an existing persistent volume at its re-created claim.
     RebindVolume {
         volume_object: String,
@@ -71,6 +78,7 @@ impl Action {
     pub fn instance(&self) -> Option<Uuid> {
         match self {
             Action::CreateClaim { instance, .. }
+            | Action::GrowClaim { instance, .. }
             | Action::CreatePod { instance, .. }
             | Action::CreateReservation { instance, .. }
             | Action::DeleteReservation { instance, .. }
@@ -87,6 +95,7 @@ impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
             Action::CreateClaim { .. } => "CreateClaim",
+            Action::GrowClaim { .. } => "GrowClaim",
             Action::RebindVolume { .. } => "RebindVolume",
             Action::CreatePod { .. } => "CreatePod",
             Action::CreateReservation { .. } => "CreateReservation",
@@ -455,6 +464,16 @@ fn ensure_claims(observed: &Observed, instance: &InstanceView, actions: &mut Vec
                 bind_to: existing_volume.map(|v| v.name.clone()),
             }),
             Some(claim) if !claim.deleting => {
+                let wanted = observed.app.volume_sizes.get(volume);
+                if let (Some(wanted), Some(requested)) = (wanted, claim.requested)
+                    && *wanted > requested
+                {
+                    actions.push(Action::GrowClaim {
+                        instance: instance.uuid,
+                        claim: claim.name.clone(),
+                        volume: volume.clone(),
+                    });
+                }
                 if let Some(v) = existing_volume
                     && v.claim_ref_stale
                     && claim.bound_volume.is_none()

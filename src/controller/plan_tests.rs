@@ -238,6 +238,67 @@ fn node_loss_with_replace_starts_a_new_instance_and_keeps_the_old_volumes() {
     assert!(world.destroyed.is_empty(), "no data destroyed");
 }
 
+fn app_size(world: &World, volume: &str) -> Option<u64> {
+    world.observed.app.volume_sizes.get(volume).copied()
+}
+
+#[test]
+fn a_larger_size_grows_the_claims_of_running_and_stopped_instances() {
+    let mut world = world_with(3);
+    world.observed.app.desired = 1;
+    world.converge();
+    *world.observed.app.volume_sizes.get_mut("pgdata").unwrap() *= 2;
+    let grown: Vec<Uuid> = world
+        .plan()
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::GrowClaim {
+                instance, volume, ..
+            } if volume == "pgdata" => Some(*instance),
+            Action::GrowClaim { .. } => panic!("{a:?}: wal did not grow"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grown.len(), 3, "one claim per instance, stopped ones too");
+    world.converge();
+    assert_eq!(world.running(), 1, "growing stops and starts nothing");
+    for instance in world.observed.instances.values() {
+        assert_eq!(
+            instance.claims["pgdata"].requested,
+            app_size(&world, "pgdata")
+        );
+    }
+}
+
+#[test]
+fn a_claim_larger_than_the_size_is_never_shrunk() {
+    let mut world = world_with(1);
+    for instance in world.observed.instances.values_mut() {
+        for claim in instance.claims.values_mut() {
+            claim.requested = claim.requested.map(|r| r * 4);
+        }
+    }
+    assert!(world.plan().actions.is_empty());
+}
+
+#[test]
+fn the_claims_of_an_instance_being_wiped_do_not_grow() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    world.observed.app.wipe_requested.insert(uuid);
+    *world.observed.app.volume_sizes.get_mut("pgdata").unwrap() *= 2;
+    let plan = world.plan();
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::GrowClaim { .. })),
+        "{:?}",
+        plan.actions
+    );
+}
+
 fn reservation_actions(world: &mut World) -> Vec<Action> {
     world
         .plan()
@@ -439,6 +500,8 @@ enum Change {
     Requests(u8),
     /// The kubelet refuses the next pods bound to it.
     Refuse(usize),
+    /// `pgdata` grows by this many MiB.
+    Grow(u64),
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -450,6 +513,7 @@ fn change() -> impl Strategy<Value = Change> {
         1 => any::<bool>().prop_map(Change::HoldResources),
         1 => (0u8..3).prop_map(Change::Requests),
         1 => (1usize..3).prop_map(Change::Refuse),
+        1 => (1u64..64).prop_map(Change::Grow),
     ]
 }
 
@@ -476,6 +540,9 @@ proptest! {
                 Change::HoldResources(hold) => world.observed.app.hold_resources = *hold,
                 Change::Requests(v) => world.observed.app.reservation_hash = format!("r{v}"),
                 Change::Refuse(n) => world.refuse_next = *n,
+                Change::Grow(mib) => {
+                    *world.observed.app.volume_sizes.get_mut("pgdata").unwrap() += mib << 20;
+                }
                 Change::Wipe(i) => {
                     let live = world.live();
                     if !live.is_empty() {
@@ -525,6 +592,13 @@ proptest! {
             }
             for (uuid, by_wipe) in &world.destroyed {
                 prop_assert!(*by_wipe, "data of {} destroyed without a wipe", uuid);
+            }
+            // Every claim of a live instance, running or stopped, asks
+            // for its volume's size.
+            for instance in world.observed.instances.values() {
+                for (volume, claim) in &instance.claims {
+                    prop_assert_eq!(claim.requested, app_size(&world, volume));
+                }
             }
             // Reservations (I3): every stopped instance holds its resources
             // on its node when the app asks, with the current requests; no

@@ -40,6 +40,10 @@ impl World {
                     name: "postgres".into(),
                     desired: 0,
                     volumes: vec!["pgdata".into(), "wal".into()],
+                    volume_sizes: BTreeMap::from([
+                        ("pgdata".into(), 1 << 30),
+                        ("wal".into(), 1 << 30),
+                    ]),
                     template_hash: "v1".into(),
                     kill_selection: KillSelection::YoungestFirst,
                     minimum_health_capacity: 0.5,
@@ -85,6 +89,7 @@ impl World {
     pub fn apply(&mut self, action: &Action) {
         let now = self.observed.now;
         let hash = self.observed.app.template_hash.clone();
+        let sizes = self.observed.app.volume_sizes.clone();
         let instances = &mut self.observed.instances;
         match action {
             Action::CreateClaim {
@@ -99,12 +104,22 @@ impl World {
                     .entry(volume.clone())
                     .or_insert_with(|| ClaimView {
                         name: format!("{instance}-{volume}"),
+                        requested: sizes.get(volume).copied(),
                         ..Default::default()
                     });
                 // Created bound to its existing volume: the binder completes it.
                 if let Some(v) = view.volumes.get_mut(volume) {
                     v.claim_ref_stale = false;
                 }
+            }
+            Action::GrowClaim {
+                instance, volume, ..
+            } => {
+                let claim = instances
+                    .get_mut(instance)
+                    .and_then(|view| view.claims.get_mut(volume))
+                    .expect("a claim grown exists");
+                claim.requested = sizes.get(volume).copied();
             }
             Action::RebindVolume { volume_object, .. } => {
                 for view in instances.values_mut() {

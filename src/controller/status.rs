@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::observed::{InstanceView, Observed};
-use super::plan::{DEFAULT_REPLACE_AFTER_SECONDS, Plan};
+use super::plan::{Action, DEFAULT_REPLACE_AFTER_SECONDS, Plan};
 use crate::api::{
     InstanceState, InstanceStatus, NodeLossAction, ReservationState, ReservationStatus,
     StatefulAppStatus, VolumeStatus,
@@ -127,6 +127,7 @@ struct InFlight {
     stopping: usize,
     reserving: usize,
     updating: usize,
+    growing: usize,
     scaling_up: usize,
     placing: usize,
     starting: usize,
@@ -150,6 +151,7 @@ impl InFlight {
                 "RollingUpdate",
                 "to update to the new template",
             ),
+            (self.growing, "GrowingVolumes", "with volumes growing"),
             (self.scaling_up, "ScalingUp", "to start"),
             (self.placing, "Placing", "waiting for a node"),
             (self.starting, "Starting", "starting"),
@@ -178,6 +180,13 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
     // than `unschedulable_after`: its message says why.
     let mut unplaceable = Vec::new();
     for i in observed.instances.values() {
+        let grow_asked = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::GrowClaim { instance, .. } if *instance == i.uuid));
+        if grow_asked || i.growing() {
+            work.growing += 1;
+        }
         let pod = i.pod.as_ref();
         let live_pod = pod.filter(|p| !p.deleting);
         let to_run = plan.to_run.contains(&i.uuid);
@@ -571,6 +580,27 @@ mod tests {
                 .all(|c| c.observed_generation == GENERATION)
         );
         assert_eq!(status.observed_generation, GENERATION);
+    }
+
+    #[test]
+    fn a_growing_volume_keeps_the_app_reconciling_until_its_claim_holds_it() {
+        let mut world = world_with(1);
+        *world.observed.app.volume_sizes.get_mut("pgdata").unwrap() *= 2;
+        assert_eq!(
+            find(&status(&mut world), "Reconciling").reason,
+            "GrowingVolumes"
+        );
+        world.converge();
+        // Asked for, not yet held.
+        let instance = world.observed.instances.values_mut().next().unwrap();
+        let claim = instance.claims.get_mut("pgdata").unwrap();
+        claim.capacity = Some(1 << 30);
+        let growing = status(&mut world);
+        assert_eq!(find(&growing, "Reconciling").reason, "GrowingVolumes");
+        assert_eq!(find(&growing, "Ready").status, "True", "it runs meanwhile");
+        let instance = world.observed.instances.values_mut().next().unwrap();
+        instance.claims.get_mut("pgdata").unwrap().capacity = Some(2 << 30);
+        assert_eq!(find(&status(&mut world), "Reconciling").status, "False");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! [`crate::partial`]). The provisioner watches the claims of every
 //! StorageClass (a watch cannot select on the class), so its cache holds
 //! only identity, annotations and the request; of a bound claim, only its
-//! identity (see [`ClaimRequest::forget_if_bound`]).
+//! identity, volume and storage request and capacity, what a growth reads
+//! (see [`ClaimRequest::forget_if_bound`]).
 
 use std::collections::BTreeMap;
 
@@ -23,12 +24,17 @@ pub struct ClaimRequest {
 }
 
 impl ClaimRequest {
-    /// A bound claim needs no provisioning: keep its identity only. (If
+    pub fn is_bound(&self) -> bool {
+        self.status.phase.as_deref() == Some("Bound")
+    }
+
+    /// A bound claim needs no provisioning: keep its identity, and what
+    /// tells whether it asks to grow. (If
     /// its volume goes, the claim turns `Lost`, and that update brings the
     /// whole request back.) Most claims in a cluster are bound: this keeps
     /// the provisioner's cache small.
     pub fn forget_if_bound(&mut self) {
-        if self.status.phase.as_deref() != Some("Bound") {
+        if !self.is_bound() {
             return;
         }
         let meta = std::mem::take(&mut self.metadata);
@@ -40,16 +46,26 @@ impl ClaimRequest {
             deletion_timestamp: meta.deletion_timestamp,
             ..ObjectMeta::default()
         };
+        let storage_only = |quantities: &mut BTreeMap<String, Quantity>| {
+            quantities.retain(|name, _| name == "storage");
+            std::mem::take(quantities)
+        };
         self.spec = RequestSpec {
             volume_name: self.spec.volume_name.take(),
+            resources: Resources {
+                requests: storage_only(&mut self.spec.resources.requests),
+            },
             ..RequestSpec::default()
         };
+        self.status.capacity = storage_only(&mut self.status.capacity);
     }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ClaimPhase {
     pub phase: Option<String>,
+    #[serde(default)]
+    pub capacity: BTreeMap<String, Quantity>,
 }
 core_v1_kind!(
     ClaimRequest,
@@ -102,8 +118,8 @@ mod tests {
             "metadata": { "name": "c", "namespace": "ns", "uid": "u",
                           "annotations": { "volume.kubernetes.io/selected-node": "n1" } },
             "spec": { "storageClassName": "sc", "volumeName": "pv",
-                      "resources": { "requests": { "storage": "1Gi" } } },
-            "status": { "phase": phase },
+                      "resources": { "requests": { "storage": "1Gi", "other": "1" } } },
+            "status": { "phase": phase, "capacity": { "storage": "1Gi" } },
         }))
         .unwrap()
     }
@@ -115,7 +131,12 @@ mod tests {
         assert_eq!(bound.metadata.name.as_deref(), Some("c"));
         assert_eq!(bound.metadata.namespace.as_deref(), Some("ns"));
         assert!(bound.metadata.annotations.is_none());
-        assert!(bound.spec.resources.requests.is_empty());
+        assert!(bound.spec.storage_class_name.is_none());
+        assert_eq!(
+            bound.spec.resources.requests.keys().collect::<Vec<_>>(),
+            ["storage"]
+        );
+        assert_eq!(bound.status.capacity["storage"].0, "1Gi");
         assert_eq!(bound.spec.volume_name.as_deref(), Some("pv"));
     }
 

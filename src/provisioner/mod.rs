@@ -12,13 +12,14 @@
 //! removed, as Kubernetes' external provisioner does) with a Warning Event.
 
 mod claim;
+mod resize;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
@@ -31,7 +32,10 @@ use serde_json::json;
 
 use crate::agent::IMAGE_DATA;
 use crate::capacity::{self, ANNOTATION_ROOM, ANNOTATION_USED, Refusal};
-use crate::names::{ANNOTATION_SIZE_ENFORCEMENT, SizeEnforcement, patch_params};
+use crate::names::{
+    ANNOTATION_FILESYSTEM, ANNOTATION_SIZE_ENFORCEMENT, ImageFilesystem, SizeEnforcement,
+    patch_params,
+};
 
 use crate::metrics::ReasonLabels;
 use crate::names::{
@@ -70,6 +74,8 @@ pub struct Provisioner {
     pub capacity_namespace: Option<String>,
     /// How the sizes of new volumes are enforced on their nodes.
     pub size_enforcement: SizeEnforcement,
+    /// The filesystem of new `image` volumes.
+    pub image_filesystem: ImageFilesystem,
     /// One lock per node: claims of a node are checked and made one at a time.
     node_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     recorder: Recorder,
@@ -98,6 +104,7 @@ impl Provisioner {
             former_names: Vec::new(),
             capacity_namespace: None,
             size_enforcement: SizeEnforcement::None,
+            image_filesystem: ImageFilesystem::Ext4,
             node_locks: Mutex::new(BTreeMap::new()),
         }
     }
@@ -160,6 +167,9 @@ fn error_policy(claim: Arc<ClaimRequest>, error: &Error, ctx: Arc<Provisioner>) 
 }
 
 async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Requeue> {
+    if claim.is_bound() {
+        return resize::grow_if_asked(&claim, &ctx).await;
+    }
     let ours = claim
         .annotations()
         .get(STORAGE_PROVISIONER)
@@ -180,6 +190,21 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         return Ok(Requeue::await_change());
     }
     let volume = volume_for(&claim, &name, node, &ctx)?;
+    let request = requested_bytes(&claim)?;
+    let filesystem = ctx.image_filesystem;
+    if bound_to.is_none()
+        && ctx.size_enforcement == SizeEnforcement::Image
+        && request < filesystem.minimum()
+    {
+        let note = format!(
+            "{} volumes hold at least {}; the claim asks {}: ask for more in the StatefulApp's volume size",
+            filesystem.as_str(),
+            crate::quantity::human(filesystem.minimum()),
+            crate::quantity::human(request)
+        );
+        warn(&ctx, &claim.object_ref(&()), "VolumeTooSmall", note).await;
+        return Ok(Requeue::await_change());
+    }
     // A volume object re-made for a bound claim holds data already there.
     let lock = ctx.node_lock(node);
     let _one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
@@ -188,8 +213,8 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
             if volumes.get_opt(&name).await?.is_some() {
                 return Ok(Requeue::await_change());
             }
-            if let Err(refusal) = fits(&ctx, namespace, &claim, node).await? {
-                send_back(&ctx, &claim, node, refusal).await?;
+            if let Err(refusal) = fits(&ctx, namespace, &class_of(&claim), node, request).await? {
+                send_back(&ctx, &claim, refusal).await?;
                 return Ok(Requeue::await_change());
             }
             Some(guard)
@@ -207,26 +232,19 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     Ok(Requeue::await_change())
 }
 
-/// Whether the claim's volume fits on `node`: the room its agent
+/// Whether `request` more bytes fit on `node`: the room its agent
 /// published against the sizes (or usage, where larger) of the volumes
 /// the node holds now, read fresh from the API server.
 async fn fits(
     ctx: &Provisioner,
     namespace: &str,
-    claim: &ClaimRequest,
+    class: &str,
     node: &str,
+    request: u64,
 ) -> Result<Result<(), Refusal>> {
-    let class = claim.spec.storage_class_name.clone().unwrap_or_default();
-    let request = claim
-        .spec
-        .resources
-        .requests
-        .get("storage")
-        .and_then(|q| crate::quantity::bytes(&q.0))
-        .ok_or_else(|| Error::Invalid("claim without a valid storage request".into()))?;
     let capacities: Api<CSIStorageCapacity> = Api::namespaced(ctx.client.clone(), namespace);
     let room = capacities
-        .get_opt(&capacity::object_name(&class, node))
+        .get_opt(&capacity::object_name(class, node))
         .await?
         .and_then(|c| {
             c.annotations()
@@ -238,34 +256,60 @@ async fn fits(
         .list(&on_node)
         .await?;
     let reservations = volumes.items.iter().map(|pv| {
-        let size = pv
-            .spec
-            .as_ref()
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("storage"))
-            .and_then(|q| crate::quantity::bytes(&q.0))
-            .unwrap_or(0);
         let used = pv
             .annotations()
             .get(ANNOTATION_USED)
             .and_then(|u| u.parse().ok())
             .unwrap_or(0);
-        capacity::reservation(size, used)
+        capacity::reservation(volume_size(pv), used)
     });
-    Ok(capacity::check(node, &class, room, reservations, request))
+    Ok(capacity::check(node, class, room, reservations, request))
+}
+
+/// The volume's size in bytes (`spec.capacity.storage`; 0 if unreadable).
+fn volume_size(pv: &PersistentVolume) -> u64 {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| crate::quantity::bytes(&q.0))
+        .unwrap_or(0)
+}
+
+fn class_of(claim: &ClaimRequest) -> String {
+    claim.spec.storage_class_name.clone().unwrap_or_default()
+}
+
+fn requested_bytes(claim: &ClaimRequest) -> Result<u64> {
+    claim
+        .spec
+        .resources
+        .requests
+        .get("storage")
+        .and_then(|q| crate::quantity::bytes(&q.0))
+        .ok_or_else(|| Error::Invalid("claim without a valid storage request".into()))
+}
+
+/// Publishes a Warning Event about `object` (failures are logged only).
+async fn warn(ctx: &Provisioner, object: &ObjectReference, reason: &str, note: String) {
+    tracing::warn!(object = ?object.name, namespace = ?object.namespace, reason, "{note}");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Provision".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, object).await {
+        tracing::warn!(%error, "could not publish event");
+    }
 }
 
 /// Sends a claim that does not fit back to the scheduler: removes the
 /// node it selected (kube-scheduler then places the pod again, on what
 /// the nodes publish now) and says why in a Warning Event on the claim.
-async fn send_back(
-    ctx: &Provisioner,
-    claim: &ClaimRequest,
-    node: &str,
-    refusal: Refusal,
-) -> Result<()> {
+async fn send_back(ctx: &Provisioner, claim: &ClaimRequest, refusal: Refusal) -> Result<()> {
     let note = format!("{refusal}: sent back to the scheduler to choose another node");
-    tracing::warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), %node, "{note}");
     let claims: Api<ClaimRequest> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     let patch = json!({ "metadata": { "annotations": { ANNOTATION_SELECTED_NODE: null } } });
@@ -277,16 +321,7 @@ async fn send_back(
         Refusal::NoRoom { .. } => "NotEnoughDiskSpace",
     };
     ctx.failures.get_or_create(&ReasonLabels::new(reason)).inc();
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Provision".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
-        tracing::warn!(%error, "could not publish event");
-    }
+    warn(ctx, &claim.object_ref(&()), reason, note).await;
     Ok(())
 }
 
@@ -360,6 +395,10 @@ fn volume_for(
         annotations.insert(
             ANNOTATION_SIZE_ENFORCEMENT.to_string(),
             SizeEnforcement::Image.as_str().to_string(),
+        );
+        annotations.insert(
+            ANNOTATION_FILESYSTEM.to_string(),
+            ctx.image_filesystem.as_str().to_string(),
         );
         // Exists only inside the volume's mounted filesystem.
         path = format!("{path}/{IMAGE_DATA}");

@@ -79,6 +79,24 @@ impl ChartRelease {
         cmd
     }
 
+    /// Runs `script` in a pod's (first) container; returns (success,
+    /// stdout and stderr).
+    pub fn exec(&self, ns: &str, pod: &str, script: &str) -> (bool, String) {
+        let output = self
+            .kubectl()
+            .args(["exec", "-n", ns, pod, "--", "sh", "-c", script])
+            .output()
+            .expect("run kubectl exec");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
     /// The release's pods and their recent events, for failure messages.
     pub fn describe_pods(&self) -> String {
         let output = self

@@ -304,6 +304,7 @@ pub async fn install_crd_and_storage_class(cluster: &TestCluster) {
         "provisioner": PROVISIONER,
         "volumeBindingMode": "WaitForFirstConsumer",
         "reclaimPolicy": "Retain",
+        "allowVolumeExpansion": true,
     }))
     .unwrap();
     let classes: Api<StorageClass> = Api::all(client.clone());
