@@ -100,6 +100,10 @@ struct ControllerArgs {
     /// a watch has kept failing, for this long (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     unhealthy_after: std::time::Duration,
+    /// An app is Stalled once the scheduler has found no node for one of
+    /// its instances' pods (Unschedulable) for this long (e.g. 2m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    unschedulable_after: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -188,6 +192,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (mut ctx, feeds) =
         controller::Context::new(client.clone(), args.storage_class, metrics.clone());
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    ctx.unschedulable_after = args.unschedulable_after;
     ctx.reservations = controller::reservation::ReservationConfig {
         priority_class: args.reservation_priority_class,
         image: args.reservation_image,
@@ -200,6 +205,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         metrics.volumes_provisioned.clone(),
         args.max_concurrent_reconciles,
     );
+    provisioner.failures = metrics.provisioning_failures.clone();
     provisioner.former_names = args.former_provisioner_names;
     provisioner.capacity_namespace = args.capacity_namespace;
     provisioner.size_enforcement = args.size_enforcement;

@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{InstanceState, StatefulAppStatus};
+use crate::api::{InstanceState, ReservationState, StatefulAppStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabels {
@@ -29,6 +29,19 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+impl ReasonLabels {
+    pub fn new(reason: &str) -> Self {
+        ReasonLabels {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: String,
 }
@@ -38,10 +51,23 @@ pub struct ControllerMetrics {
     pub reconcile_duration: Histogram,
     pub actions: Family<ActionLabels, Counter>,
     pub instances: Family<StateLabels, Gauge>,
+    pub reservations: Family<StateLabels, Gauge>,
     pub orphaned_volumes: Family<AppLabels, Gauge>,
     pub volumes_provisioned: Counter,
+    pub provisioning_failures: Family<ReasonLabels, Counter>,
     pub is_leader: Gauge,
 }
+
+/// Why the provisioner made no volume for a claim: it did not fit on the
+/// node the scheduler chose, that node's agent published no capacity, or
+/// the API server refused or failed (retried).
+pub const PROVISIONING_FAILURES: [&str; 3] = ["NotEnoughDiskSpace", "NoCapacityPublished", "Error"];
+
+const RESERVATION_STATES: [ReservationState; 3] = [
+    ReservationState::Held,
+    ReservationState::Pending,
+    ReservationState::Releasing,
+];
 
 const STATES: [InstanceState; 5] = [
     InstanceState::Staging,
@@ -58,8 +84,10 @@ impl ControllerMetrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             actions: Family::default(),
             instances: Family::default(),
+            reservations: Family::default(),
             orphaned_volumes: Family::default(),
             volumes_provisioned: Counter::default(),
+            provisioning_failures: Family::default(),
             is_leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("statefulapp");
@@ -84,6 +112,11 @@ impl ControllerMetrics {
             metrics.instances.clone(),
         );
         r.register(
+            "reservations",
+            "Reservations of stopped instances by app and state (Held, Pending: not placed yet, Releasing)",
+            metrics.reservations.clone(),
+        );
+        r.register(
             "orphaned_volumes",
             "Volumes kept from instances replaced after a node loss",
             metrics.orphaned_volumes.clone(),
@@ -94,10 +127,28 @@ impl ControllerMetrics {
             metrics.volumes_provisioned.clone(),
         );
         r.register(
+            "provisioning_failures",
+            "Claims the provisioner could not make a volume for, by reason (NotEnoughDiskSpace, NoCapacityPublished: sent back to the scheduler; Error: retried)",
+            metrics.provisioning_failures.clone(),
+        );
+        r.register(
             "leader",
             "1 while this replica holds the leader lease",
             metrics.is_leader.clone(),
         );
+        // The exporter lists a family only once it has a series: these start
+        // at 0, so that alerts on them (`rate(...) > 0`) have a series to read
+        // before the first failure.
+        for result in ["success", "error"] {
+            let _series = metrics.reconciles.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        for reason in PROVISIONING_FAILURES {
+            let _series = metrics
+                .provisioning_failures
+                .get_or_create(&ReasonLabels::new(reason));
+        }
         metrics
     }
 
@@ -106,7 +157,17 @@ impl ControllerMetrics {
         for state in STATES {
             let count = status.instances.iter().filter(|i| i.state == state).count();
             self.instances
-                .get_or_create(&state_labels(namespace, app, state))
+                .get_or_create(&state_labels(namespace, app, format!("{state:?}")))
+                .set(count as i64);
+        }
+        for state in RESERVATION_STATES {
+            let count = status
+                .instances
+                .iter()
+                .filter(|i| i.reservation.as_ref().is_some_and(|r| r.state == state))
+                .count();
+            self.reservations
+                .get_or_create(&state_labels(namespace, app, format!("{state:?}")))
                 .set(count as i64);
         }
         self.orphaned_volumes
@@ -117,7 +178,12 @@ impl ControllerMetrics {
     /// Drops the per-app series of a deleted app.
     pub fn forget_app(&self, namespace: &str, app: &str) {
         for state in STATES {
-            self.instances.remove(&state_labels(namespace, app, state));
+            let labels = state_labels(namespace, app, format!("{state:?}"));
+            self.instances.remove(&labels);
+        }
+        for state in RESERVATION_STATES {
+            let labels = state_labels(namespace, app, format!("{state:?}"));
+            self.reservations.remove(&labels);
         }
         self.orphaned_volumes.remove(&app_labels(namespace, app));
     }
@@ -130,11 +196,11 @@ fn app_labels(namespace: &str, app: &str) -> AppLabels {
     }
 }
 
-fn state_labels(namespace: &str, app: &str, state: InstanceState) -> StateLabels {
+fn state_labels(namespace: &str, app: &str, state: String) -> StateLabels {
     StateLabels {
         namespace: namespace.to_string(),
         app: app.to_string(),
-        state: format!("{state:?}"),
+        state,
     }
 }
 

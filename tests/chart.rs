@@ -321,3 +321,49 @@ async fn installs_and_runs_the_tutorial_under_its_service_accounts() {
     let operator = Operator::launch(cluster, operator_binary().as_ref(), identity);
     support::tutorial::walk(cluster, &operator).await;
 }
+
+/// Alerts, dashboard and the Prometheus Operator's monitors are off by
+/// default (their CRDs may not exist); each flag turns on its own objects.
+#[test]
+fn monitoring_objects_are_off_by_default_and_on_when_asked() {
+    let kinds = |objects: &[Value]| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| {
+                ["PrometheusRule", "ServiceMonitor", "PodMonitor"]
+                    .contains(&o["kind"].as_str().unwrap_or(""))
+                    || o["metadata"]["labels"]["grafana_dashboard"].is_string()
+            })
+            .map(|o| o["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&rendered()), Vec::<String>::new());
+    let on = |flag: &str| -> Vec<Value> {
+        let yaml = run(helm()
+            .args(["template", RELEASE, CHART, "--namespace", RELEASE_NAMESPACE])
+            .args(["--set", &format!("{flag}=true")]));
+        serde_yaml::Deserializer::from_str(&yaml)
+            .map(|doc| Value::deserialize(doc).unwrap())
+            .filter(|v| !v.is_null())
+            .collect()
+    };
+    assert_eq!(
+        kinds(&on("metrics.prometheusRule.enabled")),
+        ["PrometheusRule"]
+    );
+    assert_eq!(
+        kinds(&on("metrics.serviceMonitor.enabled")),
+        ["PodMonitor", "ServiceMonitor"]
+    );
+    let dashboard = on("metrics.grafanaDashboard.enabled");
+    assert_eq!(kinds(&dashboard), ["ConfigMap"]);
+    let config_map = objects_of_kind(&dashboard, "ConfigMap")
+        .into_iter()
+        .find(|o| o["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the sidecar's label");
+    let json = config_map["data"]["statefulapp-operator.json"]
+        .as_str()
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(json).expect("the dashboard is JSON");
+    assert_eq!(parsed["uid"], "statefulapp-operator");
+}

@@ -584,3 +584,77 @@ async fn flux_and_argocd_read_the_health_the_operator_writes() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// An instance no node can take (it asks for more CPU than any node has):
+/// in progress while the scheduler may still find room, then, once it has
+/// said Unschedulable for the operator's patience (`--unschedulable-after`),
+/// the app is Stalled naming the instance and the scheduler's reason:
+/// Failed for Flux, Degraded for Argo CD.
+#[tokio::test]
+async fn an_instance_no_node_can_take_stalls_the_app() {
+    let cluster = TestCluster::shared();
+    let operator = Operator::shared().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "unplaceable").await;
+    let resource = ApiResource::erase::<StatefulApp>(&());
+    let apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let s = Scenario { apps, operator };
+
+    let mut app = postgres(1);
+    app["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] =
+        json!("1000");
+    let app: DynamicObject = serde_json::from_value(app).unwrap();
+    s.apps
+        .create(&PostParams::default(), &app)
+        .await
+        .expect("create app");
+    let placing = s
+        .settle(
+            "postgres",
+            "Reconciling while placing",
+            Some(("InProgress", "Progressing")),
+            |o| generation_observed(o) && condition(o, "Reconciling") == Some(("True", "Placing")),
+        )
+        .await;
+    check("placing", &placing, "InProgress", "Progressing", None);
+
+    let stalled = s
+        .settle(
+            "postgres",
+            "Stalled by the instance no node can take",
+            Some(("InProgress", "Progressing")),
+            |o| condition(o, "Stalled") == Some(("True", "Unschedulable")),
+        )
+        .await;
+    check(
+        "unschedulable",
+        &stalled,
+        "Failed",
+        "Degraded",
+        Some("unschedulable.yaml"),
+    );
+    let stalled_condition = stalled["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap();
+    let time = |v: &Value| -> k8s_openapi::jiff::Timestamp { v.as_str().unwrap().parse().unwrap() };
+    let waited = time(&stalled_condition["lastTransitionTime"])
+        .duration_since(time(&stalled["metadata"]["creationTimestamp"]));
+    assert!(
+        waited.as_secs() >= support::operator::UNSCHEDULABLE_AFTER.as_secs() as i64,
+        "Stalled {waited:?} after the app was made, before the patience"
+    );
+    let id = stalled["status"]["instances"][0]["id"].as_str().unwrap();
+    let message = stalled_condition["message"].as_str().unwrap();
+    assert!(message.contains(id), "names the instance: {message}");
+    assert!(
+        message.contains("Insufficient cpu"),
+        "says what the scheduler says: {message}"
+    );
+    assert_eq!(
+        condition(&stalled, "Reconciling"),
+        Some(("False", "Stalled"))
+    );
+}

@@ -436,4 +436,115 @@ async fn wait_follows_the_app_until_done_and_fails_when_stuck() {
         stderr.contains("timed out after 5s") && stderr.contains("waiting for a node"),
         "{stderr}"
     );
+
+    // Once the scheduler has found no node for it for the operator's
+    // patience, the app is Stalled: --wait fails at once, with the
+    // instance and the scheduler's reason, long before its timeout.
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = plugin.run(&[
+        "app",
+        "update",
+        "stuck",
+        "instances=1",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    assert!(!ok, "a stalled app fails the wait: {stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(90),
+        "not a timeout"
+    );
+    assert!(
+        stderr.contains("is stalled: Unschedulable")
+            && stderr.contains("stuck.")
+            && stderr.contains("node affinity/selector"),
+        "{stderr}"
+    );
+}
+
+/// `-o jsonpath=` and `-o custom-columns=` print what kubectl prints for
+/// the same template on the same apps (`app list` lists the StatefulApp
+/// objects, as `kubectl get sapp` does).
+#[tokio::test]
+async fn jsonpath_and_custom_columns_print_what_kubectl_prints() {
+    let cluster = TestCluster::shared();
+    let operator = Operator::shared().await;
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "pjsonpath").await;
+    let plugin = Plugin {
+        kubeconfig: cluster.kubeconfig.display().to_string(),
+        namespace: ns.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("postgres.json");
+    std::fs::write(&file, POSTGRES_MARATHON).unwrap();
+    plugin.ok(&["app", "add", file.to_str().unwrap()]);
+    plugin.ok(&["app", "update", "postgres", "instances=2"]);
+    wait_for_status(&client, &ns, "postgres", operator, "two running", |s| {
+        s.running == 2 && s.ready == 2
+    })
+    .await;
+    let kubectl = |args: &[&str]| -> String {
+        let output = cluster
+            .kubectl()
+            .args(["get", "statefulapps", "-n", &ns])
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    for template in [
+        "{.items[*].metadata.name}",
+        r#"{range .items[*]}{.metadata.name}{"\t"}{.spec.instances}{"\n"}{end}"#,
+        "{.items[0].status.instances[*].id}",
+        "{.items[0].status.instances[-1:].node}",
+        r#"{.items[?(@.metadata.name=="postgres")].spec.volumes[0].size}"#,
+        "{..persistenceId}",
+        "{.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        "{.items[0].metadata.labels.no-such-label}",
+    ] {
+        let option = format!("jsonpath={template}");
+        assert_eq!(
+            plugin.ok(&["app", "list", "-o", &option]),
+            kubectl(&["-o", &option]),
+            "{template}"
+        );
+    }
+
+    assert_eq!(
+        plugin.ok(&["app", "list", "-o", "jsonpath={.items[*].metadata.name}"]),
+        "postgres",
+        "as kubectl: no newline of its own"
+    );
+
+    // Columns: kubectl pads with three spaces, the plugin with two.
+    let words = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    let columns = "custom-columns=NAME:.metadata.name,INSTANCES:.spec.instances,NODES:.status.instances[*].node,NONE:.metadata.labels.none";
+    let ours = plugin.ok(&["app", "list", "-o", columns]);
+    assert_eq!(words(&ours), words(&kubectl(&["-o", columns])), "{ours}");
+    assert!(ours.starts_with("NAME"), "{ours}");
+
+    // Instance documents: one row each.
+    let ids = plugin.ok(&["task", "list", "-o", "jsonpath={.items[*].id}"]);
+    assert_eq!(ids.split(' ').count(), 2, "{ids}");
+    let rows = plugin.ok(&["task", "list", "-o", "custom-columns=ID:.id,HOST:.host"]);
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+    for id in ids.split(' ') {
+        assert!(rows.contains(id), "{rows}");
+    }
+
+    let (ok, _, stderr) = plugin.run(&["app", "list", "-o", "jsonpath={.items["]);
+    assert!(!ok);
+    assert!(stderr.contains("invalid jsonpath template"), "{stderr}");
 }

@@ -45,13 +45,27 @@ impl PodState {
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     }
+
+    /// The scheduler's `PodScheduled` condition when it found no node for
+    /// the pod (reason `Unschedulable`): since when, and its message.
+    pub fn unschedulable(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
     pub type_: String,
     pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub last_transition_time: Option<Time>,
 }
 
 /// A claim: identity, labels, annotations, the volume it names and its phase.

@@ -12,6 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
 use super::cached::{CachedClaim, CachedPod, CachedVolume};
+use super::observed::Unschedulable;
 use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_RESERVED_FOR};
 
 /// An object's metadata, as far as the controller reads it.
@@ -83,6 +84,8 @@ pub struct PodEntry {
     /// The kubelet refused the pod for want of a resource on its node
     /// (`OutOfcpu`, `OutOfmemory`, ...): the reason.
     pub refused: Option<String>,
+    /// The scheduler found no node for the pod (not yet bound).
+    pub unschedulable: Option<Unschedulable>,
 }
 
 impl From<&CachedPod> for PodEntry {
@@ -97,6 +100,14 @@ impl From<&CachedPod> for PodEntry {
             refused: pod.status.reason.clone().filter(|r| {
                 pod.status.phase.as_deref() == Some("Failed") && r.starts_with("OutOf")
             }),
+            unschedulable: pod
+                .status
+                .unschedulable()
+                .filter(|_| pod.spec.node_name.is_none())
+                .map(|c| Unschedulable {
+                    since: c.last_transition_time.as_ref().map(|t| t.0),
+                    message: c.message.clone().unwrap_or_default(),
+                }),
         }
     }
 }
@@ -253,6 +264,33 @@ mod tests {
         );
         assert_eq!(pod("Failed", "Evicted").refused, None);
         assert_eq!(pod("Pending", "OutOfcpu").refused, None);
+    }
+
+    #[test]
+    fn a_pod_the_scheduler_found_no_node_for_keeps_its_verdict() {
+        let pod = |node: Option<&str>, reason: &str| -> PodEntry {
+            let pod: CachedPod = serde_json::from_value(json!({
+                "metadata": { "name": "p" },
+                "spec": { "nodeName": node },
+                "status": { "phase": "Pending", "conditions": [{
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": reason,
+                    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                    "lastTransitionTime": "2026-01-02T03:04:05Z",
+                }]},
+            }))
+            .unwrap();
+            PodEntry::from(&pod)
+        };
+        let verdict = pod(None, "Unschedulable").unschedulable.unwrap();
+        assert_eq!(
+            verdict.message,
+            "0/3 nodes are available: 3 Insufficient cpu."
+        );
+        assert_eq!(verdict.since, Some("2026-01-02T03:04:05Z".parse().unwrap()));
+        assert_eq!(pod(None, "SchedulingGated").unschedulable, None);
+        assert_eq!(pod(Some("node-1"), "Unschedulable").unschedulable, None);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Context {
     pub reservations: ReservationConfig,
     /// Apps reconciled at the same time (bounds memory and API load).
     pub max_concurrent_reconciles: u16,
+    /// How long an instance's pod may find no node before its app is
+    /// `Stalled`.
+    pub unschedulable_after: Duration,
     caches: Caches,
     expectations: Expectations,
     status_writes: StatusWrites,
@@ -91,6 +94,7 @@ impl Context {
             storage_class,
             reservations: ReservationConfig::default(),
             max_concurrent_reconciles: 16,
+            unschedulable_after: Duration::from_secs(60),
             caches,
             expectations: Expectations::default(),
             status_writes: StatusWrites::default(),
@@ -308,6 +312,7 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         sizes: &sizes,
         input_errors: &wipe.rejected,
         previous: &previous.conditions,
+        unschedulable_after: ctx.unschedulable_after,
     });
     status.wiped_instances = wiped_ids(&name, &previous.wiped_instances, &wiped);
     ctx.metrics.observe_status(&ns, &name, &status);
@@ -379,7 +384,13 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .instances
         .iter()
         .any(|i| i.state == InstanceState::Unreachable);
-    let next = match (settled, unreachable) {
+    // A pod the scheduler finds no node for turns the app Stalled after
+    // `unschedulable_after`, with no event to wake the app then.
+    let unplaced = observed
+        .instances
+        .values()
+        .any(|i| i.pod.as_ref().is_some_and(|p| p.unschedulable.is_some()));
+    let next = match (settled, unreachable || unplaced) {
         (false, _) => Duration::from_secs(2),
         (true, true) => Duration::from_secs(5),
         (true, false) => SETTLED_RESYNC,

@@ -275,6 +275,7 @@ pub fn observe(
             deleting: pod.meta.deleting,
             started_at: pod.started_at,
             refused: pod.refused.clone(),
+            unschedulable: pod.unschedulable.clone(),
         };
         // A pod without claims or volumes belongs to no known instance: it
         // is listed so that it gets stopped, never adopted as a new instance.

@@ -153,6 +153,18 @@ pub struct PodView {
     pub started_at: Option<Timestamp>,
     /// The kubelet refused it for want of a resource (`OutOfcpu`, ...).
     pub refused: Option<String>,
+    /// The scheduler found no node for it.
+    pub unschedulable: Option<Unschedulable>,
+}
+
+/// The scheduler's verdict on a pod it found no node for (its
+/// `PodScheduled` condition, reason `Unschedulable`).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Unschedulable {
+    /// When the scheduler first said so.
+    pub since: Option<Timestamp>,
+    /// Why, as it says it ("0/3 nodes are available: 3 Insufficient cpu...").
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

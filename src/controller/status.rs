@@ -27,6 +27,9 @@ pub struct StatusInput<'a> {
     pub input_errors: &'a [String],
     /// Conditions of the previous status, to keep transition times.
     pub previous: &'a [Condition],
+    /// How long the scheduler may find no node for an instance's pod
+    /// before the app is `Stalled`.
+    pub unschedulable_after: std::time::Duration,
 }
 
 pub fn compute_status(input: &StatusInput) -> StatefulAppStatus {
@@ -173,6 +176,9 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
     };
     // Instances on a lost node that wait for it (nodeLossPolicy Wait).
     let mut waiting_for_node = Vec::new();
+    // Instances whose pod the scheduler has found no node for, for longer
+    // than `unschedulable_after`: its message says why.
+    let mut unplaceable = Vec::new();
     for i in observed.instances.values() {
         let grow_asked = plan
             .actions
@@ -215,7 +221,20 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
                 None => work.scaling_up += 1,
                 Some(p) if p.template_hash != app.template_hash => work.updating += 1,
                 Some(p) if p.deleting => work.starting += 1,
-                Some(p) if p.node.is_none() => work.placing += 1,
+                Some(p) if p.node.is_none() => {
+                    work.placing += 1;
+                    if let Some(verdict) = &p.unschedulable
+                        && let Some(since) = verdict.since
+                        && observed.now.as_second() - since.as_second()
+                            >= input.unschedulable_after.as_secs() as i64
+                    {
+                        unplaceable.push(format!(
+                            "{} since {since}: {}",
+                            InstanceId::new(&app.name, i.uuid),
+                            verdict.message.trim().trim_end_matches('.')
+                        ));
+                    }
+                }
                 Some(p) if !(p.running && p.ready) => work.starting += 1,
                 Some(_) => {}
             }
@@ -248,6 +267,21 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
                 "{} waiting for a lost node with their data (nodeLossPolicy Wait): {}; set nodeLossPolicy Replace to start new ones elsewhere, or wipe them with the {ANNOTATION_WIPE} annotation",
                 instances(waiting_for_node.len()),
                 waiting_for_node.join(", ")
+            ),
+        ))
+    } else if !unplaceable.is_empty() {
+        unplaceable.sort();
+        Some((
+            "Unschedulable",
+            format!(
+                "{} cannot be placed (the scheduler finds no node for {}): {}; make room on the nodes, or change the template's requests, node selector, affinity or tolerations",
+                instances(unplaceable.len()),
+                if unplaceable.len() == 1 {
+                    "its pod"
+                } else {
+                    "their pods"
+                },
+                unplaceable.join("; ")
             ),
         ))
     } else {
@@ -470,9 +504,11 @@ fn condition(
 mod tests {
     use super::*;
     use crate::api::NodeLossPolicy;
+    use crate::controller::observed::Unschedulable;
     use crate::controller::simulation::World;
 
     const GENERATION: Option<i64> = Some(7);
+    const UNSCHEDULABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// The status the reconciler would write now, with `errors` as the
     /// rejected parts of a wipe request.
@@ -485,6 +521,7 @@ mod tests {
             sizes: &[],
             input_errors: errors,
             previous: &[],
+            unschedulable_after: UNSCHEDULABLE_AFTER,
         })
     }
 
@@ -699,6 +736,58 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_the_scheduler_cannot_place_stalls_the_app_after_a_while() {
+        let mut world = world_with(1);
+        world.observed.app.desired = 2;
+        apply_plan(&mut world);
+        assert_eq!(find(&status(&mut world), "Reconciling").reason, "Placing");
+        let now = world.observed.now;
+        let (uuid, pod) = world
+            .observed
+            .instances
+            .iter_mut()
+            .find_map(|(uuid, i)| Some((*uuid, i.pod.as_mut().filter(|p| p.node.is_none())?)))
+            .expect("the new instance's pod, not placed");
+        let message = "0/3 nodes are available: 3 Insufficient cpu.";
+        let unschedulable_for = |seconds: i64| Unschedulable {
+            since: Some(now - k8s_openapi::jiff::SignedDuration::from_secs(seconds)),
+            message: message.into(),
+        };
+
+        // Within the patience, the scheduler may still find room.
+        pod.unschedulable = Some(unschedulable_for(59));
+        let waiting = status(&mut world);
+        assert_eq!(
+            conditions(&waiting)[1..3],
+            [
+                ("Reconciling", "True", "Placing"),
+                ("Stalled", "False", "AsExpected")
+            ]
+        );
+
+        let pod = world
+            .observed
+            .instances
+            .get_mut(&uuid)
+            .and_then(|i| i.pod.as_mut())
+            .unwrap();
+        pod.unschedulable = Some(unschedulable_for(60));
+        let stalled = status(&mut world);
+        assert_eq!(
+            conditions(&stalled)[1..],
+            [
+                ("Reconciling", "False", "Stalled"),
+                ("Stalled", "True", "Unschedulable"),
+                ("Degraded", "True", "Unschedulable"),
+            ]
+        );
+        let why = &find(&stalled, "Stalled").message;
+        let id = InstanceId::new(&world.observed.app.name, uuid).to_string();
+        assert!(why.contains(&id), "{why}");
+        assert!(why.contains(message.trim_end_matches('.')), "{why}");
+    }
+
+    #[test]
     fn missing_data_stalls_the_app() {
         let mut world = world_with(1);
         let volume = world
@@ -743,6 +832,7 @@ mod tests {
                 sizes: &sizes,
                 input_errors: &[],
                 previous: &[],
+                unschedulable_after: UNSCHEDULABLE_AFTER,
             })
         };
         let status = with_sizes(&mut world);
@@ -872,6 +962,7 @@ mod tests {
             sizes: &[],
             input_errors: &[],
             previous: &first.conditions,
+            unschedulable_after: UNSCHEDULABLE_AFTER,
         });
         let time = |s: &StatefulAppStatus, t: &str| find(s, t).last_transition_time.clone();
         assert_eq!(time(&later, "Stalled"), time(&first, "Stalled"));

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use super::jsonpath::{Columns, Template};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,8 +33,10 @@ pub struct GlobalArgs {
     /// List across all namespaces.
     #[arg(short = 'A', long, global = true)]
     pub all_namespaces: bool,
-    /// Output format: table, wide (more columns), name, json, yaml.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format: table, wide (more columns), name, json, yaml,
+    /// jsonpath=TEMPLATE (e.g. '{.items[*].metadata.name}'), or
+    /// custom-columns=HEADER:PATH,... (e.g. NAME:.metadata.name).
+    #[arg(short = 'o', long, global = true, default_value = "table", value_parser = parse_output)]
     pub output: Output,
     /// Only apps with these labels (`key=value,key2!=value2`, as kubectl).
     #[arg(short = 'l', long, global = true)]
@@ -48,13 +52,42 @@ pub struct GlobalArgs {
     pub request_timeout: Option<std::time::Duration>,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Table,
     Wide,
     Name,
     Json,
     Yaml,
+    /// kubectl's `-o jsonpath=...`, applied to the JSON document (a list
+    /// as `{"kind": "List", "items": [...]}`).
+    JsonPath(Template),
+    /// kubectl's `-o custom-columns=...`: one row per item.
+    CustomColumns(Columns),
+}
+
+/// `-o`'s value, as kubectl spells it.
+fn parse_output(value: &str) -> Result<Output, String> {
+    if let Some(template) = value.strip_prefix("jsonpath=") {
+        return Template::parse(template)
+            .map(Output::JsonPath)
+            .map_err(|e| e.to_string());
+    }
+    if let Some(spec) = value.strip_prefix("custom-columns=") {
+        return Columns::parse(spec)
+            .map(Output::CustomColumns)
+            .map_err(|e| e.to_string());
+    }
+    match value {
+        "table" => Ok(Output::Table),
+        "wide" => Ok(Output::Wide),
+        "name" => Ok(Output::Name),
+        "json" => Ok(Output::Json),
+        "yaml" => Ok(Output::Yaml),
+        other => Err(format!(
+            "unknown output format {other:?}: use table, wide, name, json, yaml, jsonpath=TEMPLATE or custom-columns=HEADER:PATH,..."
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -69,7 +69,7 @@ impl Session {
             client,
             namespace,
             all_namespaces: global.all_namespaces,
-            output: global.output,
+            output: global.output.clone(),
             selector: global.selector.clone(),
         })
     }
@@ -145,7 +145,7 @@ impl Session {
         table: impl FnOnce(bool) -> String,
         names: impl FnOnce() -> Vec<String>,
     ) -> Result<(), PluginError> {
-        match self.output {
+        match &self.output {
             Output::Table => print!("{}", table(false)),
             Output::Wide => print!("{}", table(true)),
             Output::Name => names().iter().for_each(|name| println!("{name}")),
@@ -154,6 +154,25 @@ impl Session {
                 serde_json::to_string_pretty(value).unwrap_or_default()
             ),
             Output::Yaml => print!("{}", serde_yaml::to_string(value).unwrap_or_default()),
+            Output::JsonPath(template) => {
+                // kubectl applies a template to a list as a List object.
+                let document = match value {
+                    Value::Array(items) => {
+                        json!({ "apiVersion": "v1", "kind": "List", "items": items })
+                    }
+                    other => other.clone(),
+                };
+                // As kubectl: no newline of its own (the template adds one).
+                print!("{}", template.render(&document));
+            }
+            Output::CustomColumns(columns) => {
+                let items = match value {
+                    Value::Array(items) => items.clone(),
+                    other => vec![other.clone()],
+                };
+                let rows: Vec<Vec<String>> = items.iter().map(|i| columns.row(i)).collect();
+                print!("{}", super::output::table(&columns.headers(), &rows));
+            }
         }
         Ok(())
     }
@@ -391,8 +410,11 @@ async fn task(session: &Session, command: TaskCommand) -> Result<(), PluginError
             let apps = session.list_apps().await?;
             let found = find_instance(&apps, &id)?;
             let document = task_document(found.app, found.instance);
-            match session.output {
+            match &session.output {
                 Output::Yaml => print!("{}", serde_yaml::to_string(&document).unwrap_or_default()),
+                Output::JsonPath(_) | Output::CustomColumns(_) => {
+                    session.print(&document, |_| String::new(), Vec::new)?;
+                }
                 _ => println!(
                     "{}",
                     serde_json::to_string_pretty(&document).unwrap_or_default()

@@ -26,6 +26,8 @@ use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::json;
 
 use crate::agent::IMAGE_DATA;
@@ -35,6 +37,7 @@ use crate::names::{
     patch_params,
 };
 
+use crate::metrics::ReasonLabels;
 use crate::names::{
     ANNOTATION_NAMESPACE_UID, ANNOTATION_PERSISTENCE_ID, ANNOTATION_SELECTED_NODE,
     ANNOTATION_WIPE_MARK, FINALIZER_AGENT, LABEL_APP, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_NODE,
@@ -58,6 +61,8 @@ pub struct Provisioner {
     pub base_dir: String,
     /// Counts volumes created.
     pub provisioned: prometheus_client::metrics::counter::Counter,
+    /// Counts claims it could not make a volume for, by reason.
+    pub failures: Family<ReasonLabels, Counter>,
     /// Claims provisioned at the same time. Unbounded, a scale-up of
     /// thousands of claims opened a connection to the API server for each
     /// (1,800 at 1,000 apps x 5), and the client keeps idle connections.
@@ -94,6 +99,7 @@ impl Provisioner {
             name,
             base_dir,
             provisioned,
+            failures: Family::default(),
             max_concurrent,
             former_names: Vec::new(),
             capacity_namespace: None,
@@ -152,7 +158,10 @@ fn slim_claim(claim: &mut ClaimRequest) {
     });
 }
 
-fn error_policy(claim: Arc<ClaimRequest>, error: &Error, _: Arc<Provisioner>) -> Requeue {
+fn error_policy(claim: Arc<ClaimRequest>, error: &Error, ctx: Arc<Provisioner>) -> Requeue {
+    ctx.failures
+        .get_or_create(&ReasonLabels::new("Error"))
+        .inc();
     tracing::warn!(claim = %claim.name_any(), %error, "provisioning failed, retrying");
     Requeue::requeue(Duration::from_secs(5))
 }
@@ -311,6 +320,7 @@ async fn send_back(ctx: &Provisioner, claim: &ClaimRequest, refusal: Refusal) ->
         Refusal::NotPublished { .. } => "NoCapacityPublished",
         Refusal::NoRoom { .. } => "NotEnoughDiskSpace",
     };
+    ctx.failures.get_or_create(&ReasonLabels::new(reason)).inc();
     warn(ctx, &claim.object_ref(&()), reason, note).await;
     Ok(())
 }

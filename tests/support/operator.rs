@@ -21,6 +21,10 @@ pub const STORAGE_CLASS: &str = "statefulapp-local";
 /// The PriorityClass of reservation pods (the operator's default).
 pub const RESERVATION_PRIORITY_CLASS: &str = "statefulapp-reservation";
 pub const PROVISIONER: &str = "local.statefulapp.io";
+/// How long the controller lets the scheduler find no node for an
+/// instance before it calls the app Stalled (shorter than its default, so
+/// that tests of it do not wait a minute).
+pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(20);
 const CRD_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/crds/statefulapp.io_statefulapps.yaml"
@@ -56,6 +60,8 @@ pub struct Operator {
     pub disks: PathBuf,
     /// Port of the controller's /metrics, /healthz and /readyz.
     pub metrics_port: u16,
+    /// Port of each node agent's /metrics, by node.
+    agent_metrics_ports: Mutex<BTreeMap<String, u16>>,
     binary: PathBuf,
     logs: PathBuf,
     identity: Identity,
@@ -104,6 +110,7 @@ impl Operator {
             agents: Mutex::new(BTreeMap::new()),
             disks: cluster.dir.join("disks"),
             metrics_port: free_ports(1)[0],
+            agent_metrics_ports: Mutex::new(BTreeMap::new()),
             binary: binary.to_path_buf(),
             logs: cluster.dir.join("logs"),
             identity,
@@ -123,6 +130,7 @@ impl Operator {
             format!("--provisioner-name={PROVISIONER}"),
             "--volume-base-dir=/var/lib/statefulapp".to_string(),
             format!("--metrics-address=127.0.0.1:{}", self.metrics_port),
+            format!("--unschedulable-after={}s", UNSCHEDULABLE_AFTER.as_secs()),
         ];
         if let Some(ns) = &self.identity.leader_elect_namespace {
             args.push("--leader-elect".into());
@@ -180,11 +188,12 @@ impl Operator {
     /// (Re)starts the node agent of `node`.
     pub fn restart_agent(&self, node: &str) {
         let disk = self.disks.join(node);
+        let port = free_ports(1)[0];
         let mut args = vec![
             "agent".to_string(),
             format!("--node={node}"),
             format!("--base-dir={}", disk.display()),
-            "--metrics-address=127.0.0.1:0".to_string(),
+            format!("--metrics-address=127.0.0.1:{port}"),
         ];
         if let Some(ns) = &self.identity.capacity_namespace {
             args.push(format!("--storage-class={STORAGE_CLASS}"));
@@ -204,6 +213,15 @@ impl Operator {
             .unwrap()
             .insert(node.to_string(), process);
         drop(previous); // a replaced agent is killed on drop
+        self.agent_metrics_ports
+            .lock()
+            .unwrap()
+            .insert(node.to_string(), port);
+    }
+
+    /// Port of the /metrics of `node`'s agent (as last started).
+    pub fn agent_metrics_port(&self, node: &str) -> Option<u16> {
+        self.agent_metrics_ports.lock().unwrap().get(node).copied()
     }
 
     /// Where `node`'s agent keeps the data of `persistence_id` in `namespace`.
