@@ -50,6 +50,16 @@ pub fn object_name(class: &str, node: &str) -> String {
     format!("sapp-capacity-{}", &digest[..32])
 }
 
+/// A volume's size in bytes (`spec.capacity.storage`; 0 if unreadable).
+pub fn volume_size(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> u64 {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.capacity.as_ref())
+        .and_then(|capacity| capacity.get("storage"))
+        .and_then(|q| crate::quantity::bytes(&q.0))
+        .unwrap_or(0)
+}
+
 /// What one volume reserves: its size, or what it uses if more (a volume
 /// whose size is not enforced may pass it).
 pub fn reservation(size: u64, used: u64) -> u64 {

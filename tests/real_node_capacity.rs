@@ -14,14 +14,14 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use statefulapp_operator::api::InstanceState;
 use statefulapp_operator::capacity::{ANNOTATION_RESERVED, ANNOTATION_ROOM, ANNOTATION_USED};
 use statefulapp_operator::names::{LABEL_APP, LABEL_NODE};
 use statefulapp_operator::quantity;
 use support::TestCluster;
 use support::chart::{ChartRelease, RELEASE_NAMESPACE};
-use support::fixtures::{create_app, in_state, wait_for_status};
+use support::fixtures::{busybox_app, create_app, in_state, wait_for_status};
 use support::wait::wait_until;
 use tokio::sync::OnceCell;
 
@@ -58,39 +58,6 @@ async fn release() -> &'static ChartRelease {
             .expect("install the chart")
         })
         .await
-}
-
-fn testapp() -> &'static str {
-    let images = TestCluster::shared_real().images.as_ref().unwrap();
-    &images.testapp.reference
-}
-
-/// An app of the busybox test image with one volume of `size`, optionally
-/// pinned to `node`.
-fn app(name: &str, instances: i32, size: &str, node: Option<&str>) -> Value {
-    let mut pod = json!({
-        "terminationGracePeriodSeconds": 1,
-        "containers": [{
-            "name": "app",
-            "image": testapp(),
-            "imagePullPolicy": "Never",
-            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
-            "resources": { "requests": { "cpu": "10m", "memory": "8Mi" } },
-        }],
-    });
-    if let Some(node) = node {
-        pod["nodeSelector"] = json!({ "kubernetes.io/hostname": node });
-    }
-    json!({
-        "apiVersion": "statefulapp.io/v1alpha1",
-        "kind": "StatefulApp",
-        "metadata": { "name": name },
-        "spec": {
-            "instances": instances,
-            "template": { "spec": pod },
-            "volumes": [{ "name": "data", "size": size, "mountPath": "/data" }],
-        },
-    })
 }
 
 /// The capacity the agent of `node` published: (room, reserved, capacity).
@@ -200,8 +167,18 @@ async fn a_full_node_is_skipped_and_a_node_is_never_overcommitted() {
     // the scheduler sees room for both (the capacity is republished only
     // after the first volume is made), so the provisioner must refuse one.
     let each = format!("{}", room0 * 6 / 10);
-    create_app(&client, &ns, app("first", 1, &each, Some("real-node-0"))).await;
-    create_app(&client, &ns, app("second", 1, &each, Some("real-node-0"))).await;
+    create_app(
+        &client,
+        &ns,
+        busybox_app("first", 1, &each, Some("real-node-0")),
+    )
+    .await;
+    create_app(
+        &client,
+        &ns,
+        busybox_app("second", 1, &each, Some("real-node-0")),
+    )
+    .await;
     let running = wait_until(WAIT, "one of the two apps running", || async {
         let mut running = Vec::new();
         for name in ["first", "second"] {
@@ -242,7 +219,7 @@ async fn a_full_node_is_skipped_and_a_node_is_never_overcommitted() {
     assert!(left < 500 * MI, "real-node-0 has {left} left");
 
     // real-node-0 is full for 500Mi volumes: three land on real-node-1.
-    create_app(&client, &ns, app("small", 3, "500Mi", None)).await;
+    create_app(&client, &ns, busybox_app("small", 3, "500Mi", None)).await;
     let status = wait_for_status(&client, &ns, "small", release, "3 running", |s| {
         in_state(s, InstanceState::Running).len() == 3
     })
@@ -256,7 +233,7 @@ async fn a_full_node_is_skipped_and_a_node_is_never_overcommitted() {
     }
 
     // Larger than any node's room: it waits, and the scheduler says why.
-    create_app(&client, &ns, app("huge", 1, "4Gi", None)).await;
+    create_app(&client, &ns, busybox_app("huge", 1, "4Gi", None)).await;
     let why = wait_until(WAIT, "huge unschedulable for storage", || async {
         event_notes(&client, &ns, "FailedScheduling", "huge-")
             .await
@@ -287,7 +264,7 @@ async fn a_write_past_the_size_fails_inside_the_container_and_nowhere_else() {
     let cluster = TestCluster::shared_real();
     let client = cluster.client().await;
     let ns = cluster.namespace(&client, "sizes").await;
-    let mut writer = app("writer", 1, "64Mi", Some("real-node-1"));
+    let mut writer = busybox_app("writer", 1, "64Mi", Some("real-node-1"));
     writer["spec"]["volumes"] = json!([
         { "name": "a", "size": "64Mi", "mountPath": "/a" },
         { "name": "b", "size": "64Mi", "mountPath": "/b" },

@@ -21,7 +21,9 @@ use statefulapp_operator::capacity::ANNOTATION_RESERVED;
 use statefulapp_operator::names::{ANNOTATION_FILESYSTEM_SIZE, LABEL_APP};
 use support::TestCluster;
 use support::chart::{ChartRelease, RELEASE_NAMESPACE};
-use support::fixtures::{create_app, in_state, set_instances, wait_for_event, wait_for_status};
+use support::fixtures::{
+    busybox_app, create_app, in_state, set_instances, wait_for_event, wait_for_status,
+};
 use support::wait::wait_until;
 use tokio::sync::OnceCell;
 
@@ -46,30 +48,15 @@ async fn release() -> &'static ChartRelease {
 }
 
 /// An app of the busybox test image on `NODE`, one volume of `size` at
-/// `/data`; each container writes its instance id into `/data/id` once.
+/// `/data`; each container writes its pod's name into `/data/id` once.
 fn app(name: &str, instances: i32, size: &str) -> Value {
-    let images = TestCluster::shared_real().images.as_ref().unwrap();
-    json!({
-        "apiVersion": "statefulapp.io/v1alpha1",
-        "kind": "StatefulApp",
-        "metadata": { "name": name },
-        "spec": {
-            "instances": instances,
-            "template": { "spec": {
-                "terminationGracePeriodSeconds": 1,
-                "nodeSelector": { "kubernetes.io/hostname": NODE },
-                "containers": [{
-                    "name": "app",
-                    "image": images.testapp.reference,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c",
-                        "[ -f /data/id ] || echo $HOSTNAME > /data/id; trap 'exit 0' TERM; while true; do sleep 1; done"],
-                    "resources": { "requests": { "cpu": "10m", "memory": "8Mi" } },
-                }],
-            }},
-            "volumes": [{ "name": "data", "size": size, "mountPath": "/data" }],
-        },
-    })
+    let mut app = busybox_app(name, instances, size, Some(NODE));
+    app["spec"]["template"]["spec"]["containers"][0]["command"] = json!([
+        "sh",
+        "-c",
+        "[ -f /data/id ] || echo $HOSTNAME > /data/id; trap 'exit 0' TERM; while true; do sleep 1; done"
+    ]);
+    app
 }
 
 async fn set_size(client: &Client, ns: &str, name: &str, size: &str) {

@@ -54,13 +54,7 @@ pub(super) fn volumes(agent: &Agent) -> Vec<Volume> {
 }
 
 fn volume(agent: &Agent, pv: &PersistentVolume) -> Volume {
-    let size = pv
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.capacity.as_ref())
-        .and_then(|capacity| capacity.get("storage"))
-        .and_then(|q| crate::quantity::bytes(&q.0))
-        .unwrap_or(0);
+    let size = crate::capacity::volume_size(pv);
     Volume {
         name: pv.name_any(),
         size,

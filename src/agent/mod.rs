@@ -286,7 +286,11 @@ async fn keep_directory(
     };
     if present {
         if mode == SizeEnforcement::Image {
-            let (mountpoint, size, filesystem) = (dir.to_path_buf(), size_of(pv), filesystem(pv));
+            let (mountpoint, size, filesystem) = (
+                dir.to_path_buf(),
+                crate::capacity::volume_size(pv),
+                filesystem(pv),
+            );
             blocking(move || {
                 std::fs::create_dir_all(&mountpoint).map_err(|source| Error::Io {
                     path: mountpoint.clone(),
@@ -343,7 +347,11 @@ async fn keep_directory(
     }
     let disk = agent.disk();
     if !made_before && disk == Disk::Ours && mode == SizeEnforcement::Image {
-        let (mountpoint, size, filesystem) = (dir.to_path_buf(), size_of(pv), filesystem(pv));
+        let (mountpoint, size, filesystem) = (
+            dir.to_path_buf(),
+            crate::capacity::volume_size(pv),
+            filesystem(pv),
+        );
         blocking(move || image::create(&mountpoint, size, filesystem)).await?;
         mark_made(agent, pv).await?;
         return Ok(Requeue::await_change());
@@ -457,16 +465,6 @@ fn enforcement(pv: &PersistentVolume) -> SizeEnforcement {
         .get(ANNOTATION_SIZE_ENFORCEMENT)
         .and_then(|mode| mode.parse().ok())
         .unwrap_or(SizeEnforcement::None)
-}
-
-/// The volume's size in bytes (`spec.capacity.storage`).
-fn size_of(pv: &PersistentVolume) -> u64 {
-    pv.spec
-        .as_ref()
-        .and_then(|spec| spec.capacity.as_ref())
-        .and_then(|capacity| capacity.get("storage"))
-        .and_then(|q| crate::quantity::bytes(&q.0))
-        .unwrap_or(0)
 }
 
 /// Runs filesystem work (mkfs, mount, resize) off the async threads.

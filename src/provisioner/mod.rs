@@ -261,19 +261,9 @@ async fn fits(
             .get(ANNOTATION_USED)
             .and_then(|u| u.parse().ok())
             .unwrap_or(0);
-        capacity::reservation(volume_size(pv), used)
+        capacity::reservation(capacity::volume_size(pv), used)
     });
     Ok(capacity::check(node, class, room, reservations, request))
-}
-
-/// The volume's size in bytes (`spec.capacity.storage`; 0 if unreadable).
-fn volume_size(pv: &PersistentVolume) -> u64 {
-    pv.spec
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| crate::quantity::bytes(&q.0))
-        .unwrap_or(0)
 }
 
 fn class_of(claim: &ClaimRequest) -> String {

@@ -30,8 +30,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::claim::ClaimRequest;
-use super::{Provisioner, fits, volume_size, warn};
+use super::{Provisioner, fits, warn};
 use crate::Result;
+use crate::capacity::volume_size;
 use crate::names::{
     ANNOTATION_FILESYSTEM_SIZE, ANNOTATION_SIZE_ENFORCEMENT, LABEL_NODE, SizeEnforcement,
     patch_params,

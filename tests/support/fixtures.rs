@@ -191,3 +191,33 @@ pub fn volume_identities(
         .map(|v| statefulapp_operator::api::VolumeStatus { used: None, ..v })
         .collect()
 }
+
+/// An app of the real nodes' busybox test image (a container that waits
+/// for TERM) with one volume `data` of `size` at `/data`, optionally pinned
+/// to `node`.
+pub fn busybox_app(name: &str, instances: i32, size: &str, node: Option<&str>) -> Value {
+    let images = super::TestCluster::shared_real().images.as_ref().unwrap();
+    let mut pod = json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "app",
+            "image": images.testapp.reference,
+            "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+            "resources": { "requests": { "cpu": "10m", "memory": "8Mi" } },
+        }],
+    });
+    if let Some(node) = node {
+        pod["nodeSelector"] = json!({ "kubernetes.io/hostname": node });
+    }
+    json!({
+        "apiVersion": "statefulapp.io/v1alpha1",
+        "kind": "StatefulApp",
+        "metadata": { "name": name },
+        "spec": {
+            "instances": instances,
+            "template": { "spec": pod },
+            "volumes": [{ "name": "data", "size": size, "mountPath": "/data" }],
+        },
+    })
+}
