@@ -176,7 +176,7 @@ async fn a_node_deleted_and_registered_again_by_the_same_machine_keeps_its_insta
     let node = format!("same-{}", &ns[ns.len() - 6..]);
     let _kubelet = cluster.add_detachable_node(&client, &node).await;
     operator.restart_agent(&node);
-    let after = 20;
+    let after = 45;
     create_app(
         &client,
         &ns,
@@ -205,7 +205,8 @@ async fn a_node_deleted_and_registered_again_by_the_same_machine_keeps_its_insta
         s.instances.len() == 1 && s.instances[0].state == InstanceState::Unreachable
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Long enough for a replacement to be done, were it started now.
+    tokio::time::sleep(Duration::from_secs(25)).await;
     let apps: Api<statefulapp_operator::api::StatefulApp> = Api::namespaced(client.clone(), &ns);
     let status = apps.get("kept").await.unwrap().status.unwrap();
     assert_eq!(status.instances.len(), 1, "{status:#?}");
