@@ -83,7 +83,7 @@ pub async fn sync(
     let name = budget_name(&app.name_any());
     let theirs = cached.as_ref().is_some_and(|b| !owned(app, b));
     if theirs {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "a PodDisruptionBudget {name} exists that this app does not own: delete or rename it so that the app can keep its own"
         )));
     }
