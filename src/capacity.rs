@@ -35,8 +35,8 @@ pub const ANNOTATION_RESERVED: &str = "statefulapp.io/reserved";
 pub const ANNOTATION_USED: &str = "statefulapp.io/used-bytes";
 
 /// The label kube-scheduler matches a capacity's node topology against;
-/// the provisioner pins volumes with the same one.
-pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// the provisioner pins volumes with the same one (see [`crate::hostname`]).
+pub use crate::hostname::LABEL_HOSTNAME;
 
 /// Name of the capacity object of `node` for `class`: `<class>.<node>`
 /// (both DNS subdomains, so is this) unless too long, then hashed.
@@ -89,8 +89,9 @@ impl Room {
     }
 }
 
-/// The `CSIStorageCapacity` an agent publishes, for server-side apply.
-pub fn object(class: &str, node: &str, room: u64, reserved: u64) -> Value {
+/// The `CSIStorageCapacity` an agent publishes, for server-side apply:
+/// for the node that carries `hostname` (see [`crate::hostname`]).
+pub fn object(class: &str, node: &str, hostname: &str, room: u64, reserved: u64) -> Value {
     let labels = BTreeMap::from([
         (LABEL_NODE, node),
         ("app.kubernetes.io/managed-by", "statefulapp-operator"),
@@ -107,7 +108,7 @@ pub fn object(class: &str, node: &str, room: u64, reserved: u64) -> Value {
             },
         },
         "storageClassName": class,
-        "nodeTopology": { "matchLabels": { LABEL_HOSTNAME: node } },
+        "nodeTopology": { "matchLabels": { LABEL_HOSTNAME: hostname } },
         "capacity": available(room, reserved).to_string(),
     })
 }
@@ -200,14 +201,14 @@ mod tests {
 
     #[test]
     fn the_published_capacity_is_the_room_less_the_reservations() {
-        let published = object("statefulapp-local", "node-1", 1000, 300);
+        let published = object("statefulapp-local", "node-1", "host-1", 1000, 300);
         assert_eq!(published["capacity"], "700");
         assert_eq!(published["metadata"]["name"], "statefulapp-local.node-1");
         assert_eq!(
             published["nodeTopology"]["matchLabels"][LABEL_HOSTNAME],
-            "node-1"
+            "host-1"
         );
-        assert_eq!(object("c", "n", 100, 300)["capacity"], "0");
+        assert_eq!(object("c", "n", "n", 100, 300)["capacity"], "0");
     }
 
     #[test]

@@ -8,6 +8,9 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("invalid StatefulApp: {0}")]
     Invalid(String),
+    /// An object of the name the operator needs is someone else's.
+    #[error("{0}")]
+    Conflict(String),
     #[error("node agent: {0}")]
     Agent(String),
     #[error("I/O on {path}: {source}")]

@@ -6,6 +6,7 @@
 //! - [`provisioner`]: creates node-local persistent volumes for claims.
 //! - [`agent`]: the node agent owning the data directories of its node.
 //! - [`capacity`]: node disk capacity published for kube-scheduler.
+//! - [`hostname`]: the label value that selects a node.
 //! - [`quantity`]: Kubernetes quantities as bytes.
 //! - [`plugin`]: the `kubectl statefulapp` plugin.
 //! - [`marathon`]: import of Marathon app definitions.
@@ -21,6 +22,7 @@ pub mod controller;
 pub mod crdgen;
 mod error;
 pub mod finalizer;
+pub mod hostname;
 pub mod http;
 pub mod marathon;
 pub mod metrics;

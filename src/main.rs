@@ -70,6 +70,12 @@ struct ControllerArgs {
     /// Directory holding volumes on every node (the agents' base dir).
     #[arg(long, default_value = "/var/lib/statefulapp")]
     volume_base_dir: String,
+    /// Also make volumes for claims that are not a StatefulApp's (say, a
+    /// StatefulSet's volumeClaimTemplates). Off: such claims get no volume
+    /// and a Warning Event. Their volumes are kept (`Retain`) with their
+    /// data until someone deletes the directory on the node.
+    #[arg(long)]
+    provision_any_claim: bool,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_address: SocketAddr,
@@ -210,6 +216,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     provisioner.capacity_namespace = args.capacity_namespace;
     provisioner.size_enforcement = args.size_enforcement;
     provisioner.image_filesystem = args.image_filesystem;
+    provisioner.any_claim = args.provision_any_claim;
     let provisioner = Arc::new(provisioner);
     let work = async {
         tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));

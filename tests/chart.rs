@@ -173,8 +173,12 @@ fn rbac_grants_exactly_what_the_code_uses() {
                 "/persistentvolumes",
                 &["get", "list", "watch", "create", "patch", "delete"]
             ),
-            ("/nodes", &["list", "watch"]),
+            ("/nodes", &["get", "list", "watch"]),
             ("/namespaces", &["list", "watch"]),
+            (
+                "policy/poddisruptionbudgets",
+                &["list", "watch", "create", "patch", "delete"]
+            ),
             ("events.k8s.io/events", &["create", "patch"]),
         ])
     );
@@ -191,6 +195,7 @@ fn rbac_grants_exactly_what_the_code_uses() {
         expect(&[
             ("/persistentvolumes", &["list", "watch", "patch"]),
             ("events.k8s.io/events", &["create", "patch"]),
+            ("/nodes", &["get"]),
         ])
     );
     assert_eq!(

@@ -23,7 +23,18 @@ fn invalid_apps() -> Vec<Case> {
         (
             "absurd instances",
             Box::new(|a| a["spec"]["instances"] = json!(1_000_000)),
-            "should be less than or equal to 10000",
+            "should be less than or equal to 1000",
+        ),
+        (
+            "too many volumes in all",
+            Box::new(|a| {
+                a["spec"]["instances"] = json!(63);
+                let volumes: Vec<Value> = (0..16)
+                    .map(|v| json!({ "name": format!("v{v}"), "size": "1Gi", "mountPath": format!("/v{v}") }))
+                    .collect();
+                a["spec"]["volumes"] = json!(volumes);
+            }),
+            "instances x volumes must be at most 1000",
         ),
         (
             "instances as text",

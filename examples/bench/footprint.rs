@@ -41,7 +41,8 @@ pub struct Footprint {
     pub requests_by_verb: BTreeMap<String, usize>,
 }
 
-/// The operator, acting as ServiceAccount `default/statefulapp-bench`.
+/// The operator, acting as ServiceAccount `default/statefulapp-bench`,
+/// provisioning the StatefulSet peer's claims too.
 pub async fn operator_with_own_identity(cluster: &TestCluster) -> Operator {
     install_crd_and_storage_class(cluster).await;
     let client = cluster.client().await;
@@ -61,7 +62,10 @@ pub async fn operator_with_own_identity(cluster: &TestCluster) -> Operator {
         leader_elect_namespace: None,
         capacity_namespace: None,
     };
-    Operator::launch(cluster, operator_binary().as_ref(), identity)
+    let operator = Operator::launch(cluster, operator_binary().as_ref(), identity);
+    // The StatefulSet peer's claims are not a StatefulApp's.
+    operator.restart_controller_with(&["--provision-any-claim"]);
+    operator
 }
 
 pub async fn measure(

@@ -195,12 +195,20 @@ pub(super) async fn publish(agent: Arc<Agent>, target: Target) {
     let api: Api<CSIStorageCapacity> = Api::namespaced(agent.client.clone(), &target.namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut room: Option<(Instant, u64)> = None;
-    let mut published: Option<(u64, u64)> = None;
+    let mut published: Option<(u64, u64, String)> = None;
+    // The node's hostname label, read with each measurement.
+    let mut hostname: Option<String> = None;
     loop {
         if let Some(store) = agent.store.get()
             && store.wait_until_ready().await.is_ok()
         {
             if room.is_none_or(|(at, _)| at.elapsed() >= MEASURE_INTERVAL) {
+                match crate::hostname::lookup(&agent.client, &agent.node).await {
+                    Ok(value) => hostname = Some(value),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the node's hostname label failed")
+                    }
+                }
                 match measure(&agent).await {
                     // A base dir that is not the data disk takes no volumes.
                     Ok(measured) if agent.disk() == Disk::Ours => {
@@ -210,13 +218,19 @@ pub(super) async fn publish(agent: Arc<Agent>, target: Target) {
                     Err(error) => tracing::warn!(%error, "measuring the disk failed"),
                 }
             }
-            if let Some((_, room)) = room {
+            if let (Some((_, room)), Some(hostname)) = (room, &hostname) {
                 let reserved = reserved(&agent);
                 agent.metrics.room.set(room as i64);
                 agent.metrics.reserved.set(reserved as i64);
-                if published != Some((room, reserved)) {
-                    let object =
-                        capacity::object(&target.storage_class, &agent.node, room, reserved);
+                let now = (room, reserved, hostname.clone());
+                if published.as_ref() != Some(&now) {
+                    let object = capacity::object(
+                        &target.storage_class,
+                        &agent.node,
+                        hostname,
+                        room,
+                        reserved,
+                    );
                     let name = capacity::object_name(&target.storage_class, &agent.node);
                     match api.patch(&name, &params, &Patch::Apply(&object)).await {
                         Ok(_) => {
@@ -226,7 +240,7 @@ pub(super) async fn publish(agent: Arc<Agent>, target: Target) {
                                 available = capacity::available(room, reserved),
                                 "published disk capacity"
                             );
-                            published = Some((room, reserved));
+                            published = Some(now);
                         }
                         Err(error) => tracing::warn!(%error, "publishing disk capacity failed"),
                     }

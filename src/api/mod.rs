@@ -5,8 +5,9 @@ mod spec;
 mod status;
 
 pub use spec::{
-    KillSelection, NodeLossAction, NodeLossPolicy, Reservation, ReservedResources, StatefulApp,
-    StatefulAppSpec, UpgradeStrategy, VolumeSpec,
+    Disruption, KillSelection, MAX_APP_VOLUMES, MAX_INSTANCES, MAX_VOLUMES, NodeLossAction,
+    NodeLossPolicy, Reservation, ReservedResources, StatefulApp, StatefulAppSpec, UpgradeStrategy,
+    VolumeSpec,
 };
 pub use status::{
     InstanceState, InstanceStatus, ReservationState, ReservationStatus, StatefulAppStatus,

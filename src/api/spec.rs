@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 
 use super::status::StatefulAppStatus;
 
+/// Most instances an app may ask for (`spec.instances`).
+pub const MAX_INSTANCES: i32 = 1000;
+/// Most volumes an instance may have (`spec.volumes`).
+pub const MAX_VOLUMES: usize = 16;
+/// Most volumes an app may have in all (`instances` x `volumes`): the
+/// status lists each, and must stay well under etcd's 1.5 MiB object
+/// limit (a test measures the largest allowed app's status).
+pub const MAX_APP_VOLUMES: i32 = 1000;
+
 /// A Marathon-style stateful ("resident") app: each instance owns node-local
 /// persistent volumes and keeps its node and its data across stop, restart
 /// and scale-to-zero, until a wipe is requested.
@@ -34,13 +43,15 @@ use super::status::StatefulAppStatus;
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("a StatefulApp name must be at most 40 characters, so that instance and volume names derived from it stay valid"),
+    validation = Rule::new("self.spec.instances * size(self.spec.volumes) <= 1000").message("instances x volumes must be at most 1000 (the status lists every volume and must stay small): use fewer instances or volumes, or more apps"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a StatefulApp name must be a DNS label starting with a letter (lowercase letters, digits, '-')")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StatefulAppSpec {
     /// How many instances should run. Instances beyond it are stopped, not
-    /// deleted: they keep their node and volumes until wiped.
-    #[schemars(range(min = 0, max = 10000))]
+    /// deleted: they keep their node and volumes until wiped. At most
+    /// 1000, and 1000 volumes in all (instances x volumes).
+    #[schemars(range(min = 0, max = 1000))]
     pub instances: i32,
 
     /// The pod each instance runs. Volumes of `volumes` are added to it.
@@ -72,6 +83,22 @@ pub struct StatefulAppSpec {
     /// What a stopped instance keeps on its node besides its volumes.
     #[serde(default)]
     pub reservation: Reservation,
+
+    /// Voluntary disruptions (drains, evictions) the app allows at once:
+    /// with it, the operator keeps a PodDisruptionBudget of the app's
+    /// instance pods; without it, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<Disruption>,
+}
+
+/// How many instance pods a drain or an eviction may take down at once.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Disruption {
+    /// Instance pods that may be unavailable at once through voluntary
+    /// disruptions (0: none may be evicted; a drain then waits).
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_unavailable: i32,
 }
 
 /// Marathon reserves everything a resident task needs, so that it can be

@@ -1,5 +1,6 @@
 //! Watched caches of what the controller reads: the pods, reservation pods,
-//! claims and volumes of StatefulApps (by label, grouped by app), and the nodes. One watch per
+//! claims and volumes of StatefulApps (by label, grouped by app), their
+//! PodDisruptionBudgets, and the nodes. One watch per
 //! kind feeds both a cache and the controller's triggers; reconciles read
 //! the caches, so a busy app costs the API server no lists. The caches keep
 //! what [`super::observe`] reads: partial objects ([`super::cached`]) of
@@ -8,10 +9,13 @@
 //! A cache lags the controller's own writes by a watch event; see
 //! [`super::expectations`] for how planning waits for it.
 
+use std::sync::Arc;
+
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -23,7 +27,7 @@ use super::namespaces::{self, NamespaceStore};
 use super::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
-use crate::names::{LABEL_APP, LABEL_NAMESPACE, LABEL_RESERVED_FOR};
+use crate::names::{LABEL_APP, LABEL_NAMESPACE, LABEL_NODE, LABEL_RESERVED_FOR};
 use crate::watch::errors_logged;
 
 /// Objects of one kind as the watch delivers them, for the
@@ -41,6 +45,8 @@ pub struct Caches {
     volumes: ByApp<VolumeEntry>,
     nodes: NodeStore,
     namespaces: NamespaceStore,
+    /// The apps' PodDisruptionBudgets (see [`super::disruption`]).
+    budgets: Store<PodDisruptionBudget>,
 }
 
 /// The watch streams that fill [`Caches`]; the controller must poll them.
@@ -56,6 +62,7 @@ pub struct Feeds {
     pub node_changes: BoxStream<'static, ()>,
     /// Fills the namespace cache; yields nothing.
     pub namespaces: BoxStream<'static, ()>,
+    pub budgets: Updates<PodDisruptionBudget>,
 }
 
 pub fn start(client: &Client) -> (Caches, Feeds) {
@@ -70,6 +77,11 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     let (volumes, volumes_feed) = grouped(Api::all(client.clone()), labelled(), volume_entry);
     let nodes = NodeCache::new(client.clone());
     let (namespaces, namespaces_feed) = namespaces::start(client.clone());
+    let (budgets, budgets_feed) = cached(
+        Api::all(client.clone()),
+        labelled(),
+        |b: &mut PodDisruptionBudget| b.metadata.managed_fields = None,
+    );
     let caches = Caches {
         apps,
         pods,
@@ -78,6 +90,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
         volumes,
         nodes: nodes.store,
         namespaces,
+        budgets,
     };
     let feeds = Feeds {
         apps: apps_feed,
@@ -87,6 +100,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
         volumes: volumes_feed,
         node_changes: nodes.readiness_changes,
         namespaces: namespaces_feed,
+        budgets: budgets_feed,
     };
     (caches, feeds)
 }
@@ -189,6 +203,12 @@ impl Caches {
             && self.volumes.ready()
             && self.nodes.ready()
             && self.namespaces.ready()
+            && self.budgets.wait_until_ready().now_or_never().is_some()
+    }
+
+    /// The PodDisruptionBudget named `name` in `ns`, if the app label is on it.
+    pub fn budget(&self, ns: &str, name: &str) -> Option<Arc<PodDisruptionBudget>> {
+        self.budgets.get(&ObjectRef::new(name).within(ns))
     }
 
     /// Everything cached about app `name` in `ns`; `None` until [`ready`].
@@ -198,12 +218,17 @@ impl Caches {
         if !self.ready() {
             return None;
         }
+        let volumes = self.volumes.of_app(ns, name);
+        let gone_nodes = self
+            .nodes
+            .gone_since(volumes.iter().filter_map(|v| v.meta.label(LABEL_NODE)));
         Some(ClusterObjects {
             pods: self.pods.of_app(ns, name),
             reservations: self.reservations.of_app(ns, name),
             claims: self.claims.of_app(ns, name),
-            volumes: self.volumes.of_app(ns, name),
+            volumes,
             nodes: self.nodes.snapshot(),
+            gone_nodes,
             namespace_uid: self.namespaces.uid(ns),
         })
     }

@@ -169,6 +169,7 @@ mod tests {
                 .collect(),
             volumes: vec![],
             nodes: vec![],
+            gone_nodes: Default::default(),
             namespace_uid: Some("ns-uid".into()),
         }
     }

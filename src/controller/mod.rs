@@ -7,6 +7,7 @@ mod apply;
 mod by_app;
 mod cache;
 pub mod cached;
+pub mod disruption;
 pub mod entries;
 mod events;
 mod expectations;
@@ -23,6 +24,8 @@ pub mod wipe_request;
 mod plan_tests;
 #[cfg(test)]
 mod simulation;
+#[cfg(test)]
+mod status_size;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -129,6 +132,9 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
         })
         .watches_stream(feeds.volumes, |pv| {
             app_ref(cache::in_labelled_namespace(&pv)?)
+        })
+        .watches_stream(feeds.budgets, |budget| {
+            app_ref(cache::in_its_namespace(&budget)?)
         })
         // A node turning NotReady (or Ready again) concerns every app that
         // may have instances there; heartbeats that change nothing do not.
@@ -290,6 +296,14 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
             observed.lookalike_pods.join(", ")
         );
         warn(&ctx, &app, "LookalikePods", &note).await;
+    }
+
+    if !deleting {
+        let budget = ctx.caches.budget(&ns, &disruption::budget_name(&name));
+        if let Err(error) = disruption::sync(&ctx.client, &app, budget).await {
+            let note = format!("keeping the app's PodDisruptionBudget failed: {error}");
+            warn(&ctx, &app, "DisruptionBudget", &note).await;
+        }
     }
 
     if deleting {

@@ -7,13 +7,14 @@
 //! memory and API traffic when nodes were listed each time).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -22,7 +23,26 @@ use super::reservation::NodePlacement;
 
 /// Read side of the cache.
 #[derive(Clone)]
-pub struct NodeStore(Store<Node>);
+pub struct NodeStore(Store<Node>, Gone);
+
+/// Since when each node whose object is gone has been known gone: a Node
+/// deleted is lost from then, not for good at once (the same machine may
+/// register it again). Kept in memory only: a restarted controller counts
+/// from when it first misses a node, which only ever waits longer.
+#[derive(Clone, Default)]
+struct Gone(Arc<Mutex<BTreeMap<String, Timestamp>>>);
+
+impl Gone {
+    fn went(&self, name: String) {
+        let mut gone = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        gone.entry(name).or_insert_with(Timestamp::now);
+    }
+
+    fn back(&self, name: &str) {
+        let mut gone = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        gone.remove(name);
+    }
+}
 
 impl NodeStore {
     /// Whether the first full list has arrived.
@@ -35,6 +55,23 @@ impl NodeStore {
     /// Every known node.
     pub fn snapshot(&self) -> Vec<Arc<Node>> {
         self.0.state()
+    }
+
+    /// For each of `names` that no node object has: since when it is
+    /// known gone (from now, for one missed only now).
+    pub fn gone_since<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeMap<String, Timestamp> {
+        let mut gone = self.1.0.lock().unwrap_or_else(PoisonError::into_inner);
+        names
+            .into_iter()
+            .filter(|name| self.0.get(&ObjectRef::new(name)).is_none())
+            .map(|name| {
+                let since = *gone.entry(name.to_string()).or_insert_with(Timestamp::now);
+                (name.to_string(), since)
+            })
+            .collect()
     }
 }
 
@@ -49,7 +86,11 @@ pub struct NodeCache {
 impl NodeCache {
     pub fn new(client: Client) -> NodeCache {
         let (reader, writer) = reflector::store::<Node>();
-        let mut tracker = ReadinessTracker::default();
+        let gone = Gone::default();
+        let mut tracker = ReadinessTracker {
+            gone: gone.clone(),
+            ..ReadinessTracker::default()
+        };
         let readiness_changes = watcher(Api::<Node>::all(client), watcher::Config::default())
             .default_backoff()
             .modify(trim)
@@ -66,7 +107,7 @@ impl NodeCache {
             })
             .boxed();
         NodeCache {
-            store: NodeStore(reader),
+            store: NodeStore(reader, gone),
             readiness_changes,
         }
     }
@@ -124,6 +165,7 @@ struct ReadinessTracker {
     ready: BTreeMap<String, bool>,
     /// Nodes seen during a (re-)list in progress.
     listing: Option<BTreeSet<String>>,
+    gone: Gone,
 }
 
 impl ReadinessTracker {
@@ -143,15 +185,26 @@ impl ReadinessTracker {
                 // Nodes deleted while the watch was down are missing here.
                 let seen = self.listing.take().unwrap_or_default();
                 let before = self.ready.len();
-                self.ready.retain(|name, _| seen.contains(name));
+                let gone = &self.gone;
+                self.ready.retain(|name, _| {
+                    let kept = seen.contains(name);
+                    if !kept {
+                        gone.went(name.clone());
+                    }
+                    kept
+                });
                 self.ready.len() != before
             }
             Event::Apply(node) => self.update(node),
-            Event::Delete(node) => self.ready.remove(&node.name_any()).is_some(),
+            Event::Delete(node) => {
+                self.gone.went(node.name_any());
+                self.ready.remove(&node.name_any()).is_some()
+            }
         }
     }
 
     fn update(&mut self, node: &Node) -> bool {
+        self.gone.back(&node.name_any());
         let ready = is_ready(node);
         self.ready.insert(node.name_any(), ready) != Some(ready)
     }
@@ -222,5 +275,19 @@ mod tests {
         assert!(!t.changed(&Event::Init));
         assert!(t.changed(&Event::InitDone));
         assert!(t.ready.is_empty());
+    }
+
+    #[test]
+    fn a_deleted_node_is_gone_until_registered_again() {
+        let mut t = ReadinessTracker::default();
+        t.changed(&Event::Apply(node("n1", "True")));
+        assert!(t.gone.0.lock().unwrap().is_empty());
+        t.changed(&Event::Delete(node("n1", "True")));
+        let since = t.gone.0.lock().unwrap()["n1"];
+        // Deleted again (a re-list): still gone since the first time.
+        t.changed(&Event::Delete(node("n1", "True")));
+        assert_eq!(t.gone.0.lock().unwrap()["n1"], since);
+        t.changed(&Event::Apply(node("n1", "True")));
+        assert!(t.gone.0.lock().unwrap().is_empty(), "registered again");
     }
 }

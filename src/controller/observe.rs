@@ -32,6 +32,9 @@ pub struct ClusterObjects {
     pub claims: Vec<Arc<ClaimEntry>>,
     pub volumes: Vec<Arc<VolumeEntry>>,
     pub nodes: Vec<Arc<Node>>,
+    /// Nodes of the app's volumes whose object is gone: since when (a
+    /// node deleted is lost from then, like one NotReady).
+    pub gone_nodes: BTreeMap<String, Timestamp>,
     /// The uid of the app's namespace (unknown for a moment after the
     /// namespace is made, until the cache sees it).
     pub namespace_uid: Option<String>,
@@ -138,6 +141,12 @@ pub fn observe(
             }
         }
         observed.known_nodes.insert(name);
+    }
+    for (name, since) in &objects.gone_nodes {
+        observed
+            .not_ready_since
+            .entry(name.clone())
+            .or_insert(*since);
     }
 
     let live_claims: BTreeSet<&str> = objects

@@ -251,7 +251,8 @@ fn must_replace(observed: &Observed, instance: &InstanceView) -> bool {
         .after_seconds
         .unwrap_or(DEFAULT_REPLACE_AFTER_SECONDS);
     match observed.not_ready_since.get(node) {
-        // The node object is gone: nothing will come back.
+        // Not known at all (the cache's list of gone nodes always has
+        // the nodes of the app's volumes): nothing will come back.
         None => true,
         Some(since) => observed.now.as_second() - since.as_second() >= grace,
     }

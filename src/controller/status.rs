@@ -257,16 +257,16 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
 
     let missing = data_missing(observed);
     let stalled = if !input.input_errors.is_empty() {
-        Some(("InvalidWipeRequest", input.input_errors.join("; ")))
+        Some(("InvalidWipeRequest", listed(input.input_errors, "; ")))
     } else if !missing.is_empty() {
-        Some(("DataMissing", missing.join("; ")))
+        Some(("DataMissing", listed(&missing, "; ")))
     } else if !waiting_for_node.is_empty() {
         Some((
             "NodeLost",
             format!(
                 "{} waiting for a lost node with their data (nodeLossPolicy Wait): {}; set nodeLossPolicy Replace to start new ones elsewhere, or wipe them with the {ANNOTATION_WIPE} annotation",
                 instances(waiting_for_node.len()),
-                waiting_for_node.join(", ")
+                listed(&waiting_for_node, ", ")
             ),
         ))
     } else if !unplaceable.is_empty() {
@@ -304,13 +304,26 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
         })
     });
     let degraded = degraded
-        .or_else(|| (!over_size.is_empty()).then(|| ("VolumeOverSize", over_size.join("; "))));
+        .or_else(|| (!over_size.is_empty()).then(|| ("VolumeOverSize", listed(&over_size, "; "))));
     Health {
         ready: ready == desired && running == desired,
         reconciling,
         stalled,
         degraded,
     }
+}
+
+/// Items a condition message names at most; the rest are counted, so
+/// that the status of a large app stays small.
+pub const LISTED: usize = 5;
+
+/// The first [`LISTED`] items joined by `separator`, and how many more.
+fn listed(items: &[String], separator: &str) -> String {
+    let mut message = items[..items.len().min(LISTED)].join(separator);
+    if items.len() > LISTED {
+        message.push_str(&format!("{separator}and {} more", items.len() - LISTED));
+    }
+    message
 }
 
 /// "1 instance", "2 instances".
@@ -946,6 +959,14 @@ mod tests {
             ("True", "Repairing")
         );
         assert_eq!(find(&status, "Ready").status, "True");
+    }
+
+    #[test]
+    fn a_message_names_a_few_items_and_counts_the_rest() {
+        let items: Vec<String> = (0..8).map(|i| format!("i{i}")).collect();
+        assert_eq!(listed(&items[..2], ", "), "i0, i1");
+        assert_eq!(listed(&items[..LISTED], ", "), "i0, i1, i2, i3, i4");
+        assert_eq!(listed(&items, "; "), "i0; i1; i2; i3; i4; and 3 more");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Dynamic provisioner for the `WaitForFirstConsumer` StorageClass: once the
 //! scheduler has picked a node for a claim, creates a node-local persistent
-//! volume pinned to that node (reclaim `Retain`, the node agent's finalizer
-//! set from birth). It also re-creates a volume object deleted by hand for a
+//! volume pinned to that node by the hostname label it carries (reclaim
+//! `Retain`, the node agent's finalizer set from birth). It also re-creates a volume object deleted by hand for a
 //! claim still bound to it: the data directory was kept, so nothing is lost.
-//! It never deletes volumes.
+//! It never deletes volumes. It makes volumes only for the claims of
+//! StatefulApp instances (see [`foreign`]).
 //!
 //! With capacity checks on (see [`crate::capacity`]), it makes a new volume
 //! only if it fits in what the node's agent published, recounting the
@@ -13,6 +14,7 @@
 
 mod claim;
 mod resize;
+mod foreign;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -76,6 +78,8 @@ pub struct Provisioner {
     pub size_enforcement: SizeEnforcement,
     /// The filesystem of new `image` volumes.
     pub image_filesystem: ImageFilesystem,
+    /// Makes volumes for any claim of its class, not only for instances'.
+    pub any_claim: bool,
     /// One lock per node: claims of a node are checked and made one at a time.
     node_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     recorder: Recorder,
@@ -105,6 +109,7 @@ impl Provisioner {
             capacity_namespace: None,
             size_enforcement: SizeEnforcement::None,
             image_filesystem: ImageFilesystem::Ext4,
+            any_claim: false,
             node_locks: Mutex::new(BTreeMap::new()),
         }
     }
@@ -150,6 +155,7 @@ fn slim_claim(claim: &mut ClaimRequest) {
             ANNOTATION_PERSISTENCE_ID,
             ANNOTATION_WIPE_MARK,
             ANNOTATION_NAMESPACE_UID,
+            foreign::ANNOTATION_REFUSED,
             LABEL_APP,
             LABEL_INSTANCE,
             LABEL_VOLUME,
@@ -182,6 +188,10 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     };
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let bound_to = claim.spec.volume_name.clone();
+    if bound_to.is_none() && !ctx.any_claim && !foreign::is_instance_claim(&claim) {
+        foreign::refuse(&ctx, &claim).await?;
+        return Ok(Requeue::await_change());
+    }
     let name = match &bound_to {
         Some(name) => name.clone(),
         None => volume_name_for(&claim),
@@ -189,7 +199,8 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     if volumes.get_opt(&name).await?.is_some() {
         return Ok(Requeue::await_change());
     }
-    let volume = volume_for(&claim, &name, node, &ctx)?;
+    let hostname = crate::hostname::lookup(&ctx.client, node).await?;
+    let volume = volume_for(&claim, &name, node, &hostname, &ctx)?;
     let request = requested_bytes(&claim)?;
     let filesystem = ctx.image_filesystem;
     if bound_to.is_none()
@@ -344,10 +355,13 @@ fn directory_for(claim: &ClaimRequest) -> String {
     }
 }
 
+/// The volume of `claim` on `node`, pinned to the node that carries
+/// `hostname` (see [`crate::hostname`]).
 fn volume_for(
     claim: &ClaimRequest,
     name: &str,
     node: &str,
+    hostname: &str,
     ctx: &Provisioner,
 ) -> Result<PersistentVolume> {
     let spec = &claim.spec;
@@ -421,7 +435,7 @@ fn volume_for(
                 "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid(),
             },
             "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
-                { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] },
+                { "key": crate::hostname::LABEL_HOSTNAME, "operator": "In", "values": [hostname] },
             ]}]}},
         },
     });

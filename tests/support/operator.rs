@@ -65,6 +65,8 @@ pub struct Operator {
     binary: PathBuf,
     logs: PathBuf,
     identity: Identity,
+    /// Flags the controller gets besides the usual ones.
+    controller_flags: Mutex<Vec<String>>,
 }
 
 /// Who the operator's processes act as.
@@ -114,6 +116,7 @@ impl Operator {
             binary: binary.to_path_buf(),
             logs: cluster.dir.join("logs"),
             identity,
+            controller_flags: Mutex::new(Vec::new()),
         };
         operator.restart_controller();
         for node in &cluster.nodes {
@@ -139,6 +142,7 @@ impl Operator {
         if let Some(ns) = &self.identity.capacity_namespace {
             args.push(format!("--capacity-namespace={ns}"));
         }
+        args.extend(self.controller_flags.lock().unwrap().iter().cloned());
         let mut slot = self.controller.lock().unwrap();
         if let Some(mut previous) = slot.take() {
             previous.kill();
@@ -150,6 +154,13 @@ impl Operator {
             &[("KUBECONFIG", &self.identity.controller_kubeconfig)],
             &self.logs,
         ));
+    }
+
+    /// Restarts the controller with `flags` added to its usual ones, now
+    /// and on every later restart.
+    pub fn restart_controller_with(&self, flags: &[&str]) {
+        *self.controller_flags.lock().unwrap() = flags.iter().map(|f| f.to_string()).collect();
+        self.restart_controller();
     }
 
     /// Starts an extra controller replica with leader election, serving
