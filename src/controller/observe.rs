@@ -414,6 +414,7 @@ mod tests {
             claims: vec![],
             volumes: vec![],
             nodes: vec![],
+            gone_nodes: BTreeMap::new(),
             namespace_uid: None,
         };
         let wipe = WipeRequest {

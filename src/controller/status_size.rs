@@ -46,6 +46,7 @@ fn largest(volumes: usize) -> (Observed, Vec<(String, String)>) {
             name: APP.into(),
             desired: instances,
             volumes: names.clone(),
+            volume_sizes: names.iter().map(|n| (n.clone(), 1 << 50)).collect(),
             template_hash: "t".into(),
             kill_selection: KillSelection::YoungestFirst,
             minimum_health_capacity: 0.5,
@@ -133,6 +134,7 @@ fn status_bytes(volumes: usize) -> usize {
         sizes: &sizes,
         input_errors: &errors,
         previous: &[],
+        unschedulable_after: std::time::Duration::from_secs(60),
     });
     // The reconciler keeps the last 100 wiped ids.
     status.wiped_instances = (0..100)

@@ -13,8 +13,8 @@
 //! removed, as Kubernetes' external provisioner does) with a Warning Event.
 
 mod claim;
-mod resize;
 mod foreign;
+mod resize;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
