@@ -27,7 +27,7 @@ mod simulation;
 #[cfg(test)]
 mod status_size;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +35,18 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
-use kube::runtime::events::{Event, EventType, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use uuid::Uuid;
 
 use self::apply::{Applied, Applier};
 pub use self::cache::{Caches, Feeds};
-use self::events::Events;
+use self::events::{Events, report_foreign_volumes, warn};
 use self::expectations::Expectations;
 use self::observe::{ClusterObjects, observe};
-use self::plan::{Action, StopReason, plan};
+use self::plan::{Action, plan};
 use self::reservation::ReservationConfig;
 use self::status::{StatusInput, compute_status, data_missing, failure_conditions};
 use self::wipe_request::{check_known, parse_wipe_annotation};
@@ -54,8 +54,8 @@ use crate::api::{InstanceState, StatefulApp};
 use crate::finalizer;
 use crate::metrics::{ActionLabels, ControllerMetrics, ResultLabels};
 use crate::names::{
-    ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_CLEANUP,
-    FINALIZER_WIPE_ON_DELETE, InstanceId, LABEL_INSTANCE, patch_params,
+    ANNOTATION_WIPE, ANNOTATION_WIPE_ON_DELETE, FINALIZER_CLEANUP, FINALIZER_WIPE_ON_DELETE,
+    InstanceId, LABEL_INSTANCE, patch_params,
 };
 use crate::{Error, Result};
 
@@ -283,18 +283,14 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
         .buffer_unordered(APPLY_CONCURRENCY)
         .try_collect::<()>()
         .await?;
-    publish(&ctx, &app, &plan.actions).await;
+    events::publish_actions(&ctx, &app, &plan.actions).await;
     // Said on every pass (the recorder folds repeats), before the status
     // write, which may wait.
     for message in data_missing(&observed) {
         warn(&ctx, &app, "DataMissing", &message).await;
     }
     report_foreign_volumes(&ctx, &app, &observed, &plan.actions).await;
-    if !observed.lookalike_pods.is_empty() {
-        let note = format!(
-            "pods with this app's labels that it does not control are left alone (not counted, never stopped): {}",
-            observed.lookalike_pods.join(", ")
-        );
+    if let Some(note) = events::lookalike_note(&observed.lookalike_pods) {
         warn(&ctx, &app, "LookalikePods", &note).await;
     }
 
@@ -527,220 +523,4 @@ async fn apply_in_order(applier: &Applier<'_>, ctx: &Context, actions: Vec<Actio
         }
     }
     Ok(())
-}
-
-/// One Event per kind of action of a reconcile (not one per action: a
-/// scale-up by 500 would otherwise double the API calls it makes).
-/// Volumes of this app's name from an earlier namespace of the same name:
-/// kept and unused, said on every pass (the recorder folds repeats); and
-/// the ones a user asked to adopt, said once as they are bound here.
-async fn report_foreign_volumes(
-    ctx: &Context,
-    app: &StatefulApp,
-    observed: &observed::Observed,
-    actions: &[Action],
-) {
-    let mut earlier: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for foreign in &observed.foreign_volumes {
-        earlier
-            .entry(&foreign.namespace_uid)
-            .or_default()
-            .push(&foreign.name);
-    }
-    let ns = app.namespace().unwrap_or_default();
-    for (uid, volumes) in earlier {
-        let note = format!(
-            "{} volumes of an app {} made in an earlier namespace {ns} (uid {uid}) are kept and not used here: \
-             another namespace's data is never adopted by name. To adopt them, annotate the app \
-             {ANNOTATION_ADOPT_NAMESPACE_UID}={uid}; to destroy them, adopt them and wipe their instances. Volumes: {}",
-            volumes.len(),
-            app.name_any(),
-            volumes.join(", ")
-        );
-        warn(ctx, app, "ForeignVolumes", &note).await;
-    }
-    let adopted: Vec<&str> = actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::RebindVolume { volume_object, .. }
-                if observed.adopting.contains(volume_object) =>
-            {
-                Some(volume_object.as_str())
-            }
-            _ => None,
-        })
-        .collect();
-    if !adopted.is_empty() {
-        let note = format!(
-            "adopting volumes of an earlier namespace {ns} as {ANNOTATION_ADOPT_NAMESPACE_UID} asks: {}",
-            adopted.join(", ")
-        );
-        emit(ctx, app, EventType::Normal, "AdoptingVolumes", &note).await;
-    }
-}
-
-async fn publish(ctx: &Context, app: &StatefulApp, actions: &[Action]) {
-    let mut by_reason: Vec<(&'static str, Vec<String>)> = Vec::new();
-    for action in actions {
-        let (reason, note) = describe(app, action);
-        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, notes)) => notes.push(note),
-            None => by_reason.push((reason, vec![note])),
-        }
-    }
-    for (reason, notes) in by_reason {
-        let note = if notes.len() <= 3 {
-            notes.join("; ")
-        } else {
-            format!("{}; and {} more", notes[..3].join("; "), notes.len() - 3)
-        };
-        emit(ctx, app, EventType::Normal, reason, &note).await;
-    }
-}
-
-fn describe(app: &StatefulApp, action: &Action) -> (&'static str, String) {
-    let id = |uuid: &Uuid| InstanceId::new(&app.name_any(), *uuid).to_string();
-    match action {
-        Action::CreateClaim {
-            instance,
-            volume,
-            bind_to: None,
-        } => (
-            "ReservingVolume",
-            format!("reserving volume {volume} for instance {}", id(instance)),
-        ),
-        Action::CreateClaim {
-            instance,
-            volume,
-            bind_to: Some(pv),
-        } => (
-            "ReattachingVolume",
-            format!(
-                "re-creating the claim of volume {volume} of instance {} on {pv}",
-                id(instance)
-            ),
-        ),
-        Action::GrowClaim {
-            instance, volume, ..
-        } => (
-            "GrowingVolume",
-            format!(
-                "growing volume {volume} of instance {} to {}",
-                id(instance),
-                app.spec
-                    .volumes
-                    .iter()
-                    .find(|v| &v.name == volume)
-                    .map_or("?", |v| v.size.as_str())
-            ),
-        ),
-        Action::RebindVolume {
-            volume_object,
-            claim,
-        } => (
-            "ReattachingVolume",
-            format!("binding {volume_object} to re-created claim {claim}"),
-        ),
-        Action::CreatePod {
-            instance,
-            node: None,
-        } => ("Starting", format!("starting instance {}", id(instance))),
-        Action::CreatePod {
-            instance,
-            node: Some(node),
-        } => (
-            "Starting",
-            format!(
-                "starting instance {} on {node}, in the resources held for it",
-                id(instance)
-            ),
-        ),
-        Action::CreateReservation {
-            instance,
-            node,
-            reclaim: None,
-        } => (
-            "Reserving",
-            format!(
-                "holding the resources of stopped instance {} on {node}",
-                id(instance)
-            ),
-        ),
-        Action::CreateReservation {
-            instance,
-            node,
-            reclaim: Some(refused),
-        } => (
-            "Reclaiming",
-            format!(
-                "the kubelet on {node} refused instance {} ({refused}): reserving its resources again, preempting pods of lower priority if it must",
-                id(instance)
-            ),
-        ),
-        Action::DeleteReservation { instance, .. } => (
-            "Releasing",
-            format!("releasing the reservation of instance {}", id(instance)),
-        ),
-        Action::DeletePod {
-            instance, reason, ..
-        } => {
-            let why = match reason {
-                StopReason::ScaledDown => "scaled down; it keeps its node and volumes",
-                StopReason::Upgrade => "relaunching with the new template",
-                StopReason::Finished => "its pod ended; relaunching",
-                StopReason::Wipe => "wiping",
-                StopReason::NodeLost => "its node is lost; replacing it elsewhere",
-            };
-            (
-                "Stopping",
-                format!("stopping instance {}: {why}", id(instance)),
-            )
-        }
-        Action::MarkOrphaned { instance } => (
-            "ReplacingLostInstance",
-            format!(
-                "instance {} is on a node lost for longer than nodeLossPolicy allows: starting a new instance elsewhere; its volumes are kept as orphaned (wipe {} to destroy them)",
-                id(instance),
-                id(instance)
-            ),
-        ),
-        Action::MarkForWipe { instance } => (
-            "Wiping",
-            format!(
-                "wiping instance {}: its volumes and data will be destroyed",
-                id(instance)
-            ),
-        ),
-        Action::DeleteClaim { instance, claim } => (
-            "Wiping",
-            format!("deleting claim {claim} of instance {}", id(instance)),
-        ),
-        Action::DeleteVolume {
-            instance,
-            volume_object,
-        } => (
-            "Wiping",
-            format!(
-                "destroying volume {volume_object} of instance {}",
-                id(instance)
-            ),
-        ),
-    }
-}
-
-async fn warn(ctx: &Context, app: &StatefulApp, reason: &str, note: &str) {
-    emit(ctx, app, EventType::Warning, reason, note).await;
-}
-
-async fn emit(ctx: &Context, app: &StatefulApp, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.events.publish(&event, &app.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish event");
-    }
 }
