@@ -366,9 +366,25 @@ impl TestCluster {
             &args,
             &self.dir.join("logs"),
         );
-        wait_until(Duration::from_secs(60), "detachable node Ready", || async {
-            node_is_ready(client, name).await.then_some(())
-        })
+        // Ready, and the node lifecycle controller has lifted the not-ready
+        // taint it put on the new node (until then the scheduler skips it).
+        wait_until(
+            Duration::from_secs(60),
+            "detachable node Ready and untainted",
+            || async {
+                let node = Api::<Node>::all(client.clone())
+                    .get_opt(name)
+                    .await
+                    .ok()??;
+                let tainted = node
+                    .spec
+                    .and_then(|spec| spec.taints)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|t| t.key.starts_with("node.kubernetes.io/"));
+                (node_is_ready(client, name).await && !tainted).then_some(())
+            },
+        )
         .await;
         kubelet
     }
