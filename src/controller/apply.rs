@@ -143,7 +143,7 @@ impl Applier<'_> {
                 // API server answers, and its instance's pod may take its
                 // place at once (the kubelet sees the deletion first).
                 let still_there = match pods.delete(pod, &DeleteParams::default()).await {
-                    Ok(deleted) => deleted.is_left(),
+                    Ok(answer) => answer.left().is_some_and(|pod| still_terminating(&pod)),
                     Err(kube::Error::Api(e)) if e.code == 404 => false,
                     Err(e) => return Err(e.into()),
                 };
@@ -389,6 +389,16 @@ fn created<T>(result: kube::Result<T>) -> Result<bool> {
     }
 }
 
+/// Whether a pod the API server answered a DELETE with is still there. A
+/// Status answer means gone; so does the pod itself, which pods' store
+/// returns also when it removed the pod at once (no grace period and no
+/// finalizer left). Only a pod with time to terminate, or finalizers to wait
+/// for, is still there.
+fn still_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_grace_period_seconds != Some(0)
+        || pod.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty())
+}
+
 /// What applying an action left for the instance's next actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -403,5 +413,29 @@ fn ignore_missing<T>(result: kube::Result<T>) -> Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(grace: Option<i64>, finalizers: &[&str]) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.deletion_grace_period_seconds = grace;
+        pod.metadata.finalizers = Some(finalizers.iter().map(ToString::to_string).collect());
+        pod
+    }
+
+    #[test]
+    fn a_pod_deleted_without_grace_or_finalizers_is_gone_when_the_answer_comes() {
+        assert!(!still_terminating(&answer(Some(0), &[])));
+    }
+
+    #[test]
+    fn a_pod_with_time_to_terminate_or_finalizers_is_still_there() {
+        assert!(still_terminating(&answer(Some(30), &[])));
+        assert!(still_terminating(&answer(Some(0), &["example.com/hold"])));
+        assert!(still_terminating(&answer(None, &[])));
     }
 }
