@@ -91,10 +91,14 @@ struct ControllerArgs {
     /// Seconds a leader may go silent before another replica takes over.
     #[arg(long, default_value_t = 15)]
     leader_elect_duration: u64,
-    /// StatefulApps reconciled at the same time (and claims provisioned at
-    /// the same time).
+    /// StatefulApps reconciled at the same time.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_reconciles: u16,
+    /// Claims provisioned at the same time. Each waits on a handful of
+    /// sequential API requests, so a scale-up of hundreds of claims is paced
+    /// by this number unless it is well above the reconciles'.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_provisions: u16,
     /// PriorityClass of the pods that hold a stopped instance's resources
     /// (the chart installs it; ordinary pods must not outrank it).
     #[arg(long, default_value = "statefulapp-reservation")]
@@ -209,7 +213,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         args.provisioner_name,
         args.volume_base_dir,
         metrics.volumes_provisioned.clone(),
-        args.max_concurrent_reconciles,
+        args.max_concurrent_provisions,
     );
     provisioner.failures = metrics.provisioning_failures.clone();
     provisioner.former_names = args.former_provisioner_names;

@@ -173,6 +173,7 @@ fn rbac_grants_exactly_what_the_code_uses() {
                 "/persistentvolumes",
                 &["get", "list", "watch", "create", "patch", "delete"]
             ),
+            ("/persistentvolumes/status", &["patch"]),
             ("/nodes", &["get", "list", "watch"]),
             ("/namespaces", &["list", "watch"]),
             (

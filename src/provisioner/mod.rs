@@ -12,6 +12,7 @@
 //! does not fit goes back to the scheduler (the selected-node annotation
 //! removed, as Kubernetes' external provisioner does) with a Warning Event.
 
+mod bind;
 mod claim;
 mod foreign;
 mod resize;
@@ -196,9 +197,6 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         Some(name) => name.clone(),
         None => volume_name_for(&claim),
     };
-    if volumes.get_opt(&name).await?.is_some() {
-        return Ok(Requeue::await_change());
-    }
     let hostname = crate::hostname::lookup(&ctx.client, node).await?;
     let volume = volume_for(&claim, &name, node, &hostname, &ctx)?;
     let request = requested_bytes(&claim)?;
@@ -217,6 +215,8 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         return Ok(Requeue::await_change());
     }
     // A volume object re-made for a bound claim holds data already there.
+    // A volume made already is found under the node's lock before its room
+    // is counted, or else refused by name on create.
     let lock = ctx.node_lock(node);
     let _one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
         (Some(namespace), None) => {
@@ -233,9 +233,12 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         _ => None,
     };
     match volumes.create(&post_params(), &volume).await {
-        Ok(_) => {
+        Ok(volume) => {
             ctx.provisioned.inc();
             tracing::info!(volume = %name, %node, "provisioned");
+            if bound_to.is_none() {
+                bind::complete(&ctx.client, &claim, &volume).await?;
+            }
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
