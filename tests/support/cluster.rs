@@ -71,6 +71,18 @@ pub struct TestCluster {
     processes: Mutex<Vec<Process>>,
 }
 
+/// kwok plays 4 pod stages at a time by default: at hundreds of pods
+/// started at once, marking them Running took longer than the controllers
+/// under test took to create and place them, so kwok, not the controllers,
+/// set the pace of a benchmark round. Simulated kubelets should not be the
+/// bottleneck.
+const KWOK_CONFIG: &str = "\
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  podPlayStageParallelism: 32
+";
+
 impl TestCluster {
     /// The control plane of this test binary, started on first use.
     pub fn shared() -> &'static TestCluster {
@@ -337,7 +349,12 @@ impl TestCluster {
     }
 
     fn kwok_args(&self, port: u16, selection: String) -> Vec<String> {
+        let config = self.dir.join("kwok.yaml");
+        if !config.exists() {
+            std::fs::write(&config, KWOK_CONFIG).expect("write kwok config");
+        }
         vec![
+            format!("--config={}", config.display()),
             format!("--kubeconfig={}", self.kubeconfig.display()),
             "--manage-all-nodes=false".into(),
             selection,
