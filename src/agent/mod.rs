@@ -341,7 +341,7 @@ async fn keep_directory(
         }
         if !made_before || !has_finalizer || pv.annotations().contains_key(ANNOTATION_DATA_MISSING)
         {
-            mark_made(agent, pv).await?;
+            mark_made(agent, pv, None).await?;
         }
         return Ok(Requeue::await_change());
     }
@@ -353,7 +353,7 @@ async fn keep_directory(
             filesystem(pv),
         );
         blocking(move || image::create(&mountpoint, size, filesystem)).await?;
-        mark_made(agent, pv).await?;
+        mark_made(agent, pv, Some(image::image_size(dir)?)).await?;
         return Ok(Requeue::await_change());
     }
     if !made_before && disk == Disk::Ours {
@@ -369,7 +369,7 @@ async fn keep_directory(
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
         }
-        mark_made(agent, pv).await?;
+        mark_made(agent, pv, None).await?;
         return Ok(Requeue::await_change());
     }
     let report = match disk {
@@ -403,17 +403,22 @@ async fn keep_directory(
 }
 
 /// Records on the volume that its directory exists on the node: the
-/// agent's finalizer, `directory-made`, and no `data-missing`. One patch,
-/// which fails on a conflict instead of dropping someone's finalizer.
-async fn mark_made(agent: &Agent, pv: &PersistentVolume) -> Result<()> {
+/// agent's finalizer, `directory-made`, no `data-missing`, and for a new
+/// image the bytes its filesystem spans. One patch, which fails on a
+/// conflict instead of dropping someone's finalizer.
+async fn mark_made(agent: &Agent, pv: &PersistentVolume, spans: Option<u64>) -> Result<()> {
     let mut finalizers = pv.finalizers().to_vec();
     if !finalizers.iter().any(|f| f == FINALIZER_AGENT) {
         finalizers.push(FINALIZER_AGENT.to_string());
     }
+    let mut annotations = json!({ ANNOTATION_DIRECTORY_MADE: agent.node, ANNOTATION_DATA_MISSING: null });
+    if let Some(bytes) = spans {
+        annotations[ANNOTATION_FILESYSTEM_SIZE] = json!(bytes.to_string());
+    }
     let patch = json!({ "metadata": {
         "resourceVersion": pv.resource_version(),
         "finalizers": finalizers,
-        "annotations": { ANNOTATION_DIRECTORY_MADE: agent.node, ANNOTATION_DATA_MISSING: null },
+        "annotations": annotations,
     }});
     volumes(agent)
         .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))

@@ -53,8 +53,10 @@ const AGENT_PATIENCE: Duration = Duration::from_secs(2);
 const ROOM_PATIENCE: Duration = Duration::from_secs(60);
 
 pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Result<Requeue> {
-    let (Some(request), Some(volume_name)) = (
-        storage(&claim.spec.resources.requests),
+    let asked = claim.spec.resources.requests.get("storage");
+    let (Some(asked), Some(request), Some(volume_name)) = (
+        asked,
+        asked.and_then(|q| bytes(&q.0)),
         claim.spec.volume_name.as_deref(),
     ) else {
         return Ok(Requeue::await_change());
@@ -80,7 +82,6 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
         return Ok(Requeue::await_change());
     }
     let size = volume_size(&pv);
-    let asked = claim.spec.resources.requests["storage"].clone();
     if size < request {
         let node = pv.labels().get(LABEL_NODE).cloned().unwrap_or_default();
         let lock = ctx.node_lock(&node);
