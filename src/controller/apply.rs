@@ -14,8 +14,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::expectations::{Effect, Expectations, Kind};
-use super::observed::Observed;
-use super::observed::{ClaimView, VolumeView};
+use super::model::Observed;
+use super::model::{ClaimView, VolumeView};
 use super::plan::{Action, StopReason};
 use super::reservation::{ReservationConfig, reservation_spec};
 use crate::api::StatefulApp;

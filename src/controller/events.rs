@@ -23,7 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use uuid::Uuid;
 
 use super::Context;
-use super::observed::Observed;
+use super::model::Observed;
 use super::plan::{Action, StopReason};
 use crate::api::StatefulApp;
 use crate::names::{ANNOTATION_ADOPT_NAMESPACE_UID, InstanceId};
@@ -331,7 +331,7 @@ pub async fn emit(ctx: &Context, app: &StatefulApp, type_: EventType, reason: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::observed::ForeignVolume;
+    use crate::controller::model::ForeignVolume;
     use crate::controller::simulation::World;
 
     fn app() -> StatefulApp {

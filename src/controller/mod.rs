@@ -4,17 +4,12 @@
 //! and never touches data (only the node agent does, and only for a wipe).
 
 mod apply;
-mod by_app;
-mod cache;
-pub mod cached;
+pub mod cache;
 pub mod disruption;
-pub mod entries;
 mod events;
 mod expectations;
-mod namespaces;
-mod nodes;
+pub mod model;
 pub mod observe;
-pub mod observed;
 pub mod plan;
 pub mod reservation;
 pub mod status;
@@ -155,7 +150,7 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds) {
 }
 
 /// The app a claim or volume belongs to, as its caches file it.
-fn app_ref((ns, name): by_app::AppKey) -> Option<ObjectRef<StatefulApp>> {
+fn app_ref((ns, name): cache::AppKey) -> Option<ObjectRef<StatefulApp>> {
     Some(ObjectRef::new(&name).within(&ns))
 }
 

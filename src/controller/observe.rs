@@ -10,9 +10,9 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::entries::{ClaimEntry, Meta, PodEntry, ReservationEntry, VolumeEntry};
-use super::nodes;
-use super::observed::{
+use super::cache::nodes;
+use super::cache::{ClaimEntry, Meta, PodEntry, ReservationEntry, VolumeEntry};
+use super::model::{
     AppView, ClaimView, ForeignVolume, InstanceView, Observed, OrphanedVolume, PodView,
     ReservationView, VolumeView,
 };
@@ -391,7 +391,7 @@ mod tests {
                     "name": "db", "uid": uid, "controller": true })
             })
             .collect();
-        let pod: super::super::cached::CachedPod = serde_json::from_value(serde_json::json!({
+        let pod: super::super::cache::CachedPod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": format!("db-{instance}"), "ownerReferences": owners,
                           "labels": { LABEL_APP: "db", LABEL_INSTANCE: instance.to_string() } },
             "spec": { "nodeName": "n1" },

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
-use super::observed::{
+use super::model::{
     AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, ReservationView,
     VolumeView,
 };

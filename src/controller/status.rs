@@ -10,7 +10,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::observed::{InstanceView, Observed};
+use super::model::{InstanceView, Observed};
 use super::plan::{Action, DEFAULT_REPLACE_AFTER_SECONDS, Plan};
 use crate::api::{
     InstanceState, InstanceStatus, NodeLossAction, ReservationState, ReservationStatus,
@@ -517,7 +517,7 @@ fn condition(
 mod tests {
     use super::*;
     use crate::api::NodeLossPolicy;
-    use crate::controller::observed::Unschedulable;
+    use crate::controller::model::Unschedulable;
     use crate::controller::simulation::World;
 
     const GENERATION: Option<i64> = Some(7);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
-use super::observed::{AppView, InstanceView, Observed, PodView, ReservationView, VolumeView};
+use super::model::{AppView, InstanceView, Observed, PodView, ReservationView, VolumeView};
 use super::plan::Plan;
 use super::status::{StatusInput, compute_status};
 use crate::api::{
