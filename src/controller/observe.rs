@@ -40,6 +40,22 @@ pub struct ClusterObjects {
     pub namespace_uid: Option<String>,
 }
 
+impl ClusterObjects {
+    /// Uuids of every instance with a claim, volume or pod here.
+    pub fn instance_uuids(&self) -> BTreeSet<Uuid> {
+        let metas = self
+            .pods
+            .iter()
+            .map(|o| &o.meta)
+            .chain(self.claims.iter().map(|o| &o.meta))
+            .chain(self.volumes.iter().map(|o| &o.meta));
+        metas
+            .filter_map(|m| m.label(LABEL_INSTANCE))
+            .filter_map(|u| Uuid::parse_str(u).ok())
+            .collect()
+    }
+}
+
 /// What a pod of the app is made from: its template and where each volume
 /// is mounted. A volume's size is not in it: a volume grows under a
 /// running pod.
