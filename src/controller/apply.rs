@@ -14,8 +14,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::expectations::{Effect, Expectations, Kind};
-use super::observed::Observed;
-use super::observed::{ClaimView, VolumeView};
+use super::model::Observed;
+use super::model::{ClaimView, VolumeView};
 use super::plan::{Action, StopReason};
 use super::reservation::{ReservationConfig, reservation_spec};
 use crate::api::StatefulApp;
@@ -37,6 +37,63 @@ pub struct Applier<'a> {
     /// Where each write's effect is recorded, under `key` (`namespace/app`).
     pub expectations: &'a Expectations,
     pub key: &'a str,
+}
+
+/// Instances whose actions are applied at the same time.
+const APPLY_CONCURRENCY: usize = 32;
+
+/// Applies a plan's actions. Instances are independent: their action lists
+/// run concurrently, each in plan order (claims before the pod, wipe marks
+/// before deletions), and stop at an action that must be waited for.
+/// Counts each action applied.
+pub async fn apply_plan(
+    applier: &Applier<'_>,
+    metrics: &crate::metrics::ControllerMetrics,
+    actions: &[Action],
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(group_by_instance(actions))
+        .map(|actions| apply_in_order(applier, metrics, actions))
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+/// Splits the plan into per-instance lists, keeping the plan's order inside
+/// each. Actions without an instance run alone.
+fn group_by_instance(actions: &[Action]) -> Vec<Vec<Action>> {
+    let mut groups: Vec<Vec<Action>> = Vec::new();
+    let mut index: std::collections::HashMap<Uuid, usize> = Default::default();
+    for action in actions {
+        match action
+            .instance()
+            .map(|uuid| *index.entry(uuid).or_insert(groups.len()))
+        {
+            Some(i) if i < groups.len() => groups[i].push(action.clone()),
+            _ => groups.push(vec![action.clone()]),
+        }
+    }
+    groups
+}
+
+async fn apply_in_order(
+    applier: &Applier<'_>,
+    metrics: &crate::metrics::ControllerMetrics,
+    actions: Vec<Action>,
+) -> Result<()> {
+    for action in &actions {
+        let applied = applier.apply(action).await?;
+        metrics
+            .actions
+            .get_or_create(&crate::metrics::ActionLabels {
+                action: action.kind().into(),
+            })
+            .inc();
+        if applied == Applied::Wait {
+            break;
+        }
+    }
+    Ok(())
 }
 
 impl Applier<'_> {

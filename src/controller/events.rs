@@ -23,10 +23,12 @@ use kube::{Client, Resource, ResourceExt};
 use uuid::Uuid;
 
 use super::Context;
-use super::observed::Observed;
+use super::model::Observed;
 use super::plan::{Action, StopReason};
-use crate::api::StatefulApp;
-use crate::names::{ANNOTATION_ADOPT_NAMESPACE_UID, InstanceId};
+use super::status::data_missing;
+use super::wipe_request::WipeRequest;
+use crate::api::{InstanceState, StatefulApp, StatefulAppStatus};
+use crate::names::{ANNOTATION_ADOPT_NAMESPACE_UID, ANNOTATION_WIPE, InstanceId};
 
 /// How long repeats of a Normal Event fold into one.
 pub const NORMAL_FOLD_WINDOW: Duration = Duration::from_secs(60);
@@ -180,6 +182,41 @@ pub fn lookalike_note(pods: &[String]) -> Option<String> {
     })
 }
 
+/// A reconcile that failed (retried).
+pub fn reconcile_failed_note(error: &impl std::fmt::Display) -> String {
+    format!("reconcile failed, retrying: {error}")
+}
+
+/// An instance that turned unreachable: its node `node` is NotReady or gone.
+pub fn node_lost_note(instance: &str, node: &str) -> String {
+    format!(
+        "instance {instance} is unreachable: node {node} is NotReady or gone. Its data stays on that node. \
+         Wait for the node (nodeLossPolicy Wait), set nodeLossPolicy Replace to start a new instance elsewhere, \
+         or wipe it with the {ANNOTATION_WIPE} annotation"
+    )
+}
+
+/// A wipe request with parts rejected (`wipe.rejected` not empty): what is
+/// ignored, and what is wiped all the same.
+pub fn invalid_wipe_note(wipe: &WipeRequest) -> String {
+    format!(
+        "ignoring part of {ANNOTATION_WIPE}: {}; {}",
+        wipe.rejected.join("; "),
+        if wipe.valid.is_empty() {
+            "nothing was wiped".to_string()
+        } else {
+            format!(
+                "wiping only {}",
+                wipe.valid
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )
+}
+
 /// An action's Event: its reason and what it says.
 pub fn describe(app: &StatefulApp, action: &Action) -> (&'static str, String) {
     let id = |uuid: &Uuid| InstanceId::new(&app.name_any(), *uuid).to_string();
@@ -311,6 +348,52 @@ pub fn describe(app: &StatefulApp, action: &Action) -> (&'static str, String) {
     }
 }
 
+/// The Events of one pass, sent after its actions are applied and before
+/// the status write (which may wait): the actions', missing data, foreign
+/// volumes and look-alike pods (said on every pass: the recorder folds
+/// repeats).
+pub async fn publish_pass(
+    ctx: &Context,
+    app: &StatefulApp,
+    observed: &Observed,
+    actions: &[Action],
+) {
+    publish_actions(ctx, app, actions).await;
+    for message in data_missing(observed) {
+        warn(ctx, app, "DataMissing", &message).await;
+    }
+    report_foreign_volumes(ctx, app, observed, actions).await;
+    if let Some(note) = lookalike_note(&observed.lookalike_pods) {
+        warn(ctx, app, "LookalikePods", &note).await;
+    }
+}
+
+/// The warnings the new status calls for: each instance that turned
+/// unreachable since `previous`, and a wipe request with parts rejected
+/// (said on every pass that sees it: the recorder folds repeats into one
+/// Event with a count, and the user sees it is current).
+pub async fn publish_status(
+    ctx: &Context,
+    app: &StatefulApp,
+    previous: &StatefulAppStatus,
+    status: &StatefulAppStatus,
+    wipe: &WipeRequest,
+) {
+    for instance in &status.instances {
+        let was_unreachable = previous
+            .instances
+            .iter()
+            .any(|p| p.id == instance.id && p.state == InstanceState::Unreachable);
+        if instance.state == InstanceState::Unreachable && !was_unreachable {
+            let node = instance.node.as_deref().unwrap_or("?");
+            warn(ctx, app, "NodeLost", &node_lost_note(&instance.id, node)).await;
+        }
+    }
+    if !wipe.rejected.is_empty() {
+        warn(ctx, app, "InvalidWipeRequest", &invalid_wipe_note(wipe)).await;
+    }
+}
+
 pub async fn warn(ctx: &Context, app: &StatefulApp, reason: &str, note: &str) {
     emit(ctx, app, EventType::Warning, reason, note).await;
 }
@@ -331,7 +414,7 @@ pub async fn emit(ctx: &Context, app: &StatefulApp, type_: EventType, reason: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::observed::ForeignVolume;
+    use crate::controller::model::ForeignVolume;
     use crate::controller::simulation::World;
 
     fn app() -> StatefulApp {
@@ -419,6 +502,45 @@ mod tests {
             lookalike_note(&["p1".into(), "p2".into()])
                 .unwrap()
                 .ends_with(": p1, p2")
+        );
+    }
+
+    #[test]
+    fn a_lost_node_says_where_the_data_is_and_what_to_do() {
+        assert_eq!(
+            node_lost_note("postgres-1", "node-2"),
+            "instance postgres-1 is unreachable: node node-2 is NotReady or gone. Its data stays on that node. \
+             Wait for the node (nodeLossPolicy Wait), set nodeLossPolicy Replace to start a new instance elsewhere, \
+             or wipe it with the statefulapp.io/wipe annotation"
+        );
+    }
+
+    #[test]
+    fn a_rejected_wipe_request_says_what_is_ignored_and_what_is_wiped() {
+        let id = InstanceId::new("postgres", Uuid::from_u128(1));
+        let rejected = WipeRequest {
+            valid: vec![],
+            rejected: vec!["bad 1".into(), "bad 2".into()],
+        };
+        assert_eq!(
+            invalid_wipe_note(&rejected),
+            "ignoring part of statefulapp.io/wipe: bad 1; bad 2; nothing was wiped"
+        );
+        let partly = WipeRequest {
+            valid: vec![id.clone()],
+            rejected: vec!["bad".into()],
+        };
+        assert_eq!(
+            invalid_wipe_note(&partly),
+            format!("ignoring part of statefulapp.io/wipe: bad; wiping only {id}")
+        );
+    }
+
+    #[test]
+    fn a_failed_reconcile_says_it_is_retried() {
+        assert_eq!(
+            reconcile_failed_note(&"503"),
+            "reconcile failed, retrying: 503"
         );
     }
 }

@@ -136,7 +136,7 @@ fn seen(expected: &Expected, objects: &ClusterObjects) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::cached::{CachedClaim, CachedPod};
+    use crate::controller::cache::{CachedClaim, CachedPod};
     use crate::names::ANNOTATION_WIPE_MARK;
     use serde_json::json;
     use std::sync::Arc;

@@ -10,9 +10,9 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::entries::{ClaimEntry, Meta, PodEntry, ReservationEntry, VolumeEntry};
-use super::nodes;
-use super::observed::{
+use super::cache::nodes;
+use super::cache::{ClaimEntry, Meta, PodEntry, ReservationEntry, VolumeEntry};
+use super::model::{
     AppView, ClaimView, ForeignVolume, InstanceView, Observed, OrphanedVolume, PodView,
     ReservationView, VolumeView,
 };
@@ -38,6 +38,22 @@ pub struct ClusterObjects {
     /// The uid of the app's namespace (unknown for a moment after the
     /// namespace is made, until the cache sees it).
     pub namespace_uid: Option<String>,
+}
+
+impl ClusterObjects {
+    /// Uuids of every instance with a claim, volume or pod here.
+    pub fn instance_uuids(&self) -> BTreeSet<Uuid> {
+        let metas = self
+            .pods
+            .iter()
+            .map(|o| &o.meta)
+            .chain(self.claims.iter().map(|o| &o.meta))
+            .chain(self.volumes.iter().map(|o| &o.meta));
+        metas
+            .filter_map(|m| m.label(LABEL_INSTANCE))
+            .filter_map(|u| Uuid::parse_str(u).ok())
+            .collect()
+    }
 }
 
 /// What a pod of the app is made from: its template and where each volume
@@ -391,7 +407,7 @@ mod tests {
                     "name": "db", "uid": uid, "controller": true })
             })
             .collect();
-        let pod: super::super::cached::CachedPod = serde_json::from_value(serde_json::json!({
+        let pod: super::super::cache::CachedPod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": format!("db-{instance}"), "ownerReferences": owners,
                           "labels": { LABEL_APP: "db", LABEL_INSTANCE: instance.to_string() } },
             "spec": { "nodeName": "n1" },

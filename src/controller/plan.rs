@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use super::observed::{InstanceView, Observed, ReservationView};
+use super::model::{InstanceView, Observed, ReservationView};
 use crate::api::{KillSelection, NodeLossAction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,18 +1,38 @@
 //! A model of the cluster for planner tests: applies the planner's actions to
 //! an [`Observed`] and plays the other actors (scheduler, kwok, provisioner,
 //! PV binder, garbage collection, node agent) one step at a time.
+//!
+//! The planner never reads the model directly: [`World::through_observe`] writes
+//! the world out as cluster objects, keeps them as the caches do (their
+//! entries), and reads them back through the real [`observe`], so every
+//! planner and property test runs through `observe` too.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
-use super::observed::{
+use super::cache::{
+    CachedClaim, CachedPod, CachedVolume, ClaimEntry, PodEntry, ReservationEntry, VolumeEntry,
+};
+use super::model::{
     AppView, ClaimView, InstanceView, Observed, OrphanedVolume, PodView, ReservationView,
     VolumeView,
 };
+use super::observe::{ClusterObjects, observe};
 use super::plan::{Action, Plan, plan};
-use crate::api::{KillSelection, NodeLossPolicy};
+use super::reservation::ReservationConfig;
+use super::wipe_request::WipeRequest;
+use crate::api::{KillSelection, NodeLossPolicy, StatefulApp};
+use crate::capacity::ANNOTATION_USED;
+use crate::names::{
+    ANNOTATION_DATA_MISSING, ANNOTATION_NAMESPACE_UID, ANNOTATION_ORPHAN_MARK,
+    ANNOTATION_RECLAIMING, ANNOTATION_RESERVATION_HASH, ANNOTATION_SELECTED_NODE,
+    ANNOTATION_SIZE_ENFORCEMENT, ANNOTATION_TEMPLATE_HASH, ANNOTATION_WIPE_MARK, InstanceId,
+    LABEL_APP, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_NODE, LABEL_RESERVED_FOR, LABEL_VOLUME,
+};
 
 pub struct World {
     pub observed: Observed,
@@ -77,8 +97,9 @@ impl World {
     }
 
     pub fn plan(&mut self) -> Plan {
+        let observed = self.through_observe();
         let mut counter = self.next_uuid;
-        let result = plan(&self.observed, &mut || {
+        let result = plan(&observed, &mut || {
             counter += 1;
             Uuid::from_u128(counter)
         });
@@ -344,6 +365,7 @@ impl World {
     /// The node stops answering (NotReady since now).
     pub fn lose_node(&mut self, node: &str) {
         self.observed.ready_nodes.remove(node);
+        self.observed.direct_nodes.remove(node);
         self.observed
             .not_ready_since
             .insert(node.to_string(), self.observed.now);
@@ -387,4 +409,292 @@ impl World {
             .map(|i| i.uuid)
             .collect()
     }
+}
+
+/// The app's uid: its pods and reservations are controlled by it.
+const APP_UID: &str = "5a1c0000-0000-4000-8000-000000000001";
+
+impl World {
+    /// The planner's input, as the controller makes it: the world's pods,
+    /// reservations, claims, volumes and nodes written out as the objects
+    /// the API server would hold, kept as the caches keep them (entries made
+    /// by the caches' own conversion), and read back by the real
+    /// [`observe`]. The world's model must come back whole: anything
+    /// `observe` drops or misreads fails every planner test.
+    pub fn through_observe(&self) -> Observed {
+        let model = &self.observed;
+        let wipe = WipeRequest {
+            valid: model
+                .app
+                .wipe_requested
+                .iter()
+                .map(|uuid| InstanceId::new(&model.app.name, *uuid))
+                .collect(),
+            rejected: Vec::new(),
+        };
+        let mut observed = observe(
+            &self.app_object(),
+            &wipe,
+            &self.cluster_objects(),
+            &ReservationConfig::default(),
+            model.now,
+        );
+        // The app's own part (its template and reservation hashes, ...)
+        // is set by the tests, not made from a spec.
+        observed.app = model.app.clone();
+        assert_eq!(
+            &observed, model,
+            "observe() did not read back the world's objects as the world holds them"
+        );
+        observed
+    }
+
+    fn app_object(&self) -> StatefulApp {
+        let app = &self.observed.app;
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "statefulapp.io/v1alpha1", "kind": "StatefulApp",
+            "metadata": { "name": app.name, "namespace": NAMESPACE, "uid": APP_UID },
+            "spec": {
+                "instances": app.desired,
+                "template": { "spec": { "containers": [{ "name": "db", "image": "db:1" }] } },
+                "volumes": app.volumes.iter().map(|v| serde_json::json!({
+                    "name": v, "size": "1Gi", "mountPath": format!("/{v}"),
+                })).collect::<Vec<_>>(),
+            },
+        }))
+        .expect("a valid app")
+    }
+
+    /// The world as the caches would hold it.
+    fn cluster_objects(&self) -> ClusterObjects {
+        let model = &self.observed;
+        let app = model.app.name.as_str();
+        let mut objects = ClusterObjects {
+            pods: Vec::new(),
+            reservations: Vec::new(),
+            claims: Vec::new(),
+            volumes: Vec::new(),
+            nodes: model
+                .known_nodes
+                .iter()
+                .map(|name| Arc::new(node(name, model)))
+                .collect(),
+            gone_nodes: BTreeMap::new(),
+            namespace_uid: model.namespace_uid.clone(),
+        };
+        for i in model.instances.values() {
+            let labels = |volume: Option<&str>| {
+                let mut labels = BTreeMap::from([
+                    (LABEL_APP.to_string(), app.to_string()),
+                    (LABEL_INSTANCE.to_string(), i.uuid.to_string()),
+                ]);
+                if let Some(volume) = volume {
+                    labels.insert(LABEL_VOLUME.to_string(), volume.to_string());
+                }
+                labels
+            };
+            for (volume, claim) in &i.claims {
+                let mut annotations = marks(claim.wipe_marked, claim.orphan_marked);
+                if let Some(node) = &i.node {
+                    annotations.insert(ANNOTATION_SELECTED_NODE.into(), node.clone());
+                }
+                let storage = |bytes: Option<u64>| bytes.map(|b| serde_json::json!(b.to_string()));
+                let object: CachedClaim = serde_json::from_value(serde_json::json!({
+                    "metadata": meta(&claim.name, Some(&claim_uid(&claim.name)), i.created,
+                                     claim.deleting, labels(Some(volume)), annotations, None),
+                    "spec": {
+                        "volumeName": claim.bound_volume,
+                        "resources": { "requests": { "storage": storage(claim.requested) } },
+                    },
+                    "status": {
+                        "phase": if claim.bound_volume.is_some() { "Bound" } else { "Pending" },
+                        "capacity": { "storage": storage(claim.capacity) },
+                    },
+                }))
+                .expect("a valid claim");
+                objects.claims.push(Arc::new(ClaimEntry::from(&object)));
+            }
+            for (volume, pv) in &i.volumes {
+                let object = volume_object(i.uuid, volume, pv, i.created, model);
+                objects.volumes.push(Arc::new(VolumeEntry::from(&object)));
+            }
+            if let Some(pod) = &i.pod {
+                let phase = match (pod.finished, pod.running) {
+                    (true, _) => "Failed",
+                    (false, true) => "Running",
+                    (false, false) => "Pending",
+                };
+                let mut conditions = vec![serde_json::json!({
+                    "type": "Ready", "status": if pod.ready { "True" } else { "False" },
+                })];
+                if let Some(verdict) = &pod.unschedulable {
+                    conditions.push(serde_json::json!({
+                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": verdict.message,
+                        "lastTransitionTime": verdict.since.map(|t| t.to_string()),
+                    }));
+                }
+                let annotations = BTreeMap::from([(
+                    ANNOTATION_TEMPLATE_HASH.to_string(),
+                    pod.template_hash.clone(),
+                )]);
+                let object: CachedPod = serde_json::from_value(serde_json::json!({
+                    "metadata": meta(&pod.name, None, i.created, pod.deleting, labels(None),
+                                     annotations, Some(app)),
+                    "spec": { "nodeName": pod.node },
+                    "status": {
+                        "phase": phase,
+                        "reason": pod.refused,
+                        "startTime": pod.started_at.map(|t| t.to_string()),
+                        "conditions": conditions,
+                    },
+                }))
+                .expect("a valid pod");
+                objects.pods.push(Arc::new(PodEntry::from(&object)));
+            }
+            if let Some(r) = &i.reservation {
+                let mut annotations =
+                    BTreeMap::from([(ANNOTATION_RESERVATION_HASH.to_string(), r.hash.clone())]);
+                if r.reclaiming {
+                    annotations.insert(ANNOTATION_RECLAIMING.into(), "OutOfcpu".into());
+                }
+                let labels = BTreeMap::from([
+                    (LABEL_RESERVED_FOR.to_string(), app.to_string()),
+                    (LABEL_INSTANCE.to_string(), i.uuid.to_string()),
+                ]);
+                let node = r.placed.then(|| i.node.clone().unwrap_or_default());
+                let object: CachedPod = serde_json::from_value(serde_json::json!({
+                    "metadata": meta(&r.name, None, r.created, r.deleting, labels, annotations,
+                                     Some(app)),
+                    "spec": { "nodeName": node },
+                    "status": { "phase": if r.running { "Running" } else { "Pending" } },
+                }))
+                .expect("a valid reservation pod");
+                objects
+                    .reservations
+                    .push(Arc::new(ReservationEntry::from(&object)));
+            }
+        }
+        for orphan in &model.orphaned_volumes {
+            let object =
+                volume_object(orphan.instance, &orphan.volume, &orphan.object, None, model);
+            objects.volumes.push(Arc::new(VolumeEntry::from(&object)));
+        }
+        objects
+    }
+}
+
+/// The namespace the simulated app lives in.
+const NAMESPACE: &str = "shop";
+
+/// A claim's uid: one per claim name (a claim made again under its name
+/// is told apart by a volume's stale `claimRef`, see [`volume_object`]).
+fn claim_uid(name: &str) -> String {
+    format!("uid-{name}")
+}
+
+/// The wipe and orphan marks an object carries.
+fn marks(wipe: bool, orphan: bool) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    if wipe {
+        annotations.insert(ANNOTATION_WIPE_MARK.to_string(), "true".to_string());
+    }
+    if orphan {
+        annotations.insert(ANNOTATION_ORPHAN_MARK.to_string(), "true".to_string());
+    }
+    annotations
+}
+
+/// An object's metadata; `owner`: the app that controls it.
+fn meta(
+    name: &str,
+    uid: Option<&str>,
+    created: Option<Timestamp>,
+    deleting: bool,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    owner: Option<&str>,
+) -> serde_json::Value {
+    let owners: Vec<serde_json::Value> = owner
+        .into_iter()
+        .map(|app| {
+            serde_json::json!({ "apiVersion": "statefulapp.io/v1alpha1", "kind": "StatefulApp",
+                                "name": app, "uid": APP_UID, "controller": true })
+        })
+        .collect();
+    serde_json::json!({
+        "name": name,
+        "namespace": NAMESPACE,
+        "uid": uid,
+        "creationTimestamp": created.map(|t| t.to_string()),
+        "deletionTimestamp": deleting.then_some("2023-11-14T22:13:20Z"),
+        "labels": labels,
+        "annotations": annotations,
+        "ownerReferences": owners,
+    })
+}
+
+/// A volume of instance `uuid` as the provisioner makes it.
+fn volume_object(
+    uuid: Uuid,
+    volume: &str,
+    pv: &VolumeView,
+    created: Option<Timestamp>,
+    model: &Observed,
+) -> CachedVolume {
+    let mut labels = BTreeMap::from([
+        (LABEL_APP.to_string(), model.app.name.clone()),
+        (LABEL_NAMESPACE.to_string(), NAMESPACE.to_string()),
+        (LABEL_INSTANCE.to_string(), uuid.to_string()),
+        (LABEL_VOLUME.to_string(), volume.to_string()),
+    ]);
+    if let Some(node) = &pv.node {
+        labels.insert(LABEL_NODE.to_string(), node.clone());
+    }
+    let mut annotations = marks(pv.wipe_marked, pv.orphan_marked);
+    if let Some(uid) = &model.namespace_uid {
+        annotations.insert(ANNOTATION_NAMESPACE_UID.into(), uid.clone());
+    }
+    if let Some(report) = &pv.data_missing {
+        annotations.insert(ANNOTATION_DATA_MISSING.into(), report.clone());
+    }
+    if let Some(used) = pv.used {
+        annotations.insert(ANNOTATION_USED.into(), used.to_string());
+    }
+    if pv.size_enforced {
+        annotations.insert(ANNOTATION_SIZE_ENFORCEMENT.into(), "quota".into());
+    }
+    // A stale claimRef carries the uid of the claim of that name before
+    // it was made again.
+    let claim_uid = pv.claim_ref.as_deref().map(|claim| {
+        if pv.claim_ref_stale {
+            format!("{}-before", claim_uid(claim))
+        } else {
+            claim_uid(claim)
+        }
+    });
+    serde_json::from_value(serde_json::json!({
+        "metadata": meta(&pv.name, None, created, pv.deleting, labels, annotations, None),
+        "spec": { "claimRef": pv.claim_ref.as_ref().map(|claim| serde_json::json!({
+            "name": claim, "namespace": NAMESPACE, "uid": claim_uid,
+        })) },
+    }))
+    .expect("a valid volume")
+}
+
+/// A node as the node cache keeps it: Ready, or not since when.
+fn node(name: &str, model: &Observed) -> Node {
+    let condition = if model.ready_nodes.contains(name) {
+        serde_json::json!({ "type": "Ready", "status": "True" })
+    } else {
+        serde_json::json!({
+            "type": "Ready", "status": "False",
+            "lastTransitionTime": model.not_ready_since.get(name).map(|t| t.to_string()),
+        })
+    };
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "status": { "conditions": [condition] },
+    }))
+    .expect("a valid node")
 }

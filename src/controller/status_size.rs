@@ -3,17 +3,16 @@
 //! instance in trouble at once, serializes well under etcd's object limit
 //! (1.5 MiB for the whole object, spec and metadata included).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 use uuid::Uuid;
 
-use super::observed::{AppView, InstanceView, Observed, PodView, ReservationView, VolumeView};
+use super::model::{AppView, InstanceView, Observed, PodView, ReservationView, VolumeView};
 use super::plan::Plan;
+use super::simulation::World;
 use super::status::{StatusInput, compute_status};
-use crate::api::{
-    KillSelection, MAX_APP_VOLUMES, MAX_INSTANCES, MAX_VOLUMES, NodeLossPolicy, StatefulApp,
-};
+use crate::api::{MAX_APP_VOLUMES, MAX_INSTANCES, MAX_VOLUMES, StatefulApp};
 use crate::names::{InstanceId, PersistenceId, volume_name};
 
 /// What the status may take: two thirds of etcd's limit, the rest left
@@ -41,34 +40,20 @@ fn largest(volumes: usize) -> (Observed, Vec<(String, String)>) {
         ["cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"]
             .map(|r| (r.to_string(), "1000000000000m".to_string())),
     );
-    let mut observed = Observed {
-        app: AppView {
-            name: APP.into(),
-            desired: instances,
-            volumes: names.clone(),
-            volume_sizes: names.iter().map(|n| (n.clone(), 1 << 50)).collect(),
-            template_hash: "t".into(),
-            kill_selection: KillSelection::YoungestFirst,
-            minimum_health_capacity: 0.5,
-            node_loss: NodeLossPolicy::default(),
-            wipe_requested: BTreeSet::new(),
-            wipe_all: false,
-            hold_resources: true,
-            reservation_hash: "r".into(),
-            reserved_resources,
-        },
-        instances: BTreeMap::new(),
-        ready_nodes: BTreeSet::new(),
-        known_nodes: BTreeSet::new(),
-        not_ready_since: BTreeMap::new(),
-        orphaned_volumes: Vec::new(),
-        namespace_uid: None,
-        foreign_volumes: Vec::new(),
-        adopting: BTreeSet::new(),
-        lookalike_pods: Vec::new(),
-        direct_nodes: BTreeSet::new(),
-        now,
+    // The simulation's app, made the largest the CRD allows.
+    let mut observed = World::new(0).observed;
+    observed.app = AppView {
+        name: APP.into(),
+        desired: instances,
+        volumes: names.clone(),
+        volume_sizes: names.iter().map(|n| (n.clone(), 1 << 50)).collect(),
+        template_hash: "t".into(),
+        reservation_hash: "r".into(),
+        reserved_resources,
+        ..observed.app
     };
+    observed.namespace_uid = None;
+    observed.now = now;
     for n in 0..instances {
         let uuid = Uuid::from_u128(n as u128 + 1);
         let id = InstanceId::new(APP, uuid);

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
+use crate::api::StatefulAppStatus;
 use crate::names::InstanceId;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,6 +53,34 @@ pub fn check_known(
         .collect();
     request.rejected.extend(unknown);
     request
+}
+
+/// The wipe asked for now, checked against the instances that exist, and
+/// every instance known wiped: those the previous status recorded, and
+/// those the request names that were listed last time and are gone now.
+/// `annotation` is the `statefulapp.io/wipe` value ("" if none).
+pub fn resolve(
+    app: &str,
+    annotation: &str,
+    previous: &StatefulAppStatus,
+    existing: &BTreeSet<Uuid>,
+) -> (WipeRequest, BTreeSet<Uuid>) {
+    let request = parse_wipe_annotation(app, annotation);
+    let mut wiped: BTreeSet<Uuid> = previous
+        .wiped_instances
+        .iter()
+        .filter_map(|id| id.parse::<InstanceId>().ok().map(|id| id.uuid))
+        .collect();
+    // Named by the wipe request, listed last time, gone now: wiped.
+    wiped.extend(
+        previous
+            .instances
+            .iter()
+            .filter_map(|i| i.id.parse::<InstanceId>().ok())
+            .filter(|id| request.valid.contains(id) && !existing.contains(&id.uuid))
+            .map(|id| id.uuid),
+    );
+    (check_known(request, existing, &wiped), wiped)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use super::reservation::NodePlacement;
+use crate::controller::reservation::NodePlacement;
 
 /// Read side of the cache.
 #[derive(Clone)]

@@ -1,5 +1,6 @@
-//! The observed state of one StatefulApp, as plain data: what the planner
-//! decides from. Built by `observe` from the cluster's objects; rebuilt from
+//! The planner's input model: the observed state of one StatefulApp, as
+//! plain data ([`Observed`], [`AppView`], [`InstanceView`], [`PodView`], ...).
+//! Built by [`super::observe`] from the caches' entries; rebuilt from
 //! scratch on every reconcile (nothing is remembered between reconciles).
 
 use std::collections::{BTreeMap, BTreeSet};

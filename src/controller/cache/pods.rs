@@ -1,71 +1,77 @@
-//! What the caches keep of each pod, claim and volume of an app: the fields
-//! [`super::observe`] and [`super::expectations`] read, in compact form.
-//!
-//! The watched objects ([`super::cached`]) must carry a whole `ObjectMeta`
-//! (360 bytes before any string) for kube-runtime, and maps of labels and
-//! annotations (a map node is over 500 bytes, even for three entries); at
-//! 15,000 cached objects that was most of the controller's memory. An entry
-//! keeps a few strings and a short list of our own labels and annotations.
+//! Pods and reservation pods as the caches keep them: the wire type the
+//! watch decodes ([`CachedPod`], a partial object, see [`crate::partial`]),
+//! the compact entries made from it ([`PodEntry`] for an instance's pod,
+//! [`ReservationEntry`] for a reservation pod; see [`super::meta`] for why
+//! entries, not objects) and the conversion.
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::cached::{CachedClaim, CachedPod, CachedVolume};
-use super::observed::Unschedulable;
-use crate::names::{ANNOTATION_SELECTED_NODE, LABEL_APP, LABEL_RESERVED_FOR};
+use super::meta::Meta;
+use crate::controller::model::Unschedulable;
+use crate::names::{LABEL_APP, LABEL_RESERVED_FOR};
+use crate::partial::core_v1_kind;
 
-/// An object's metadata, as far as the controller reads it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Meta {
-    pub name: String,
-    pub uid: Option<String>,
-    pub created: Option<Timestamp>,
-    /// Whether the object is being deleted.
-    pub deleting: bool,
-    labels: Box<[(String, String)]>,
-    annotations: Box<[(String, String)]>,
+/// A pod: identity, labels, annotations, its node, phase, readiness and
+/// start time.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedPod {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PodPlacement,
+    #[serde(default)]
+    pub status: PodState,
+}
+core_v1_kind!(CachedPod, "Pod", "pods", NamespaceResourceScope);
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPlacement {
+    pub node_name: Option<String>,
 }
 
-impl Meta {
-    /// Keeps our own labels and annotations, and the node kube-scheduler
-    /// selected for a claim.
-    pub fn of(meta: &ObjectMeta) -> Meta {
-        let ours = |map: &Option<std::collections::BTreeMap<String, String>>| {
-            map.iter()
-                .flatten()
-                .filter(|(k, _)| k.starts_with("statefulapp.io/") || *k == ANNOTATION_SELECTED_NODE)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
-        Meta {
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
-            created: meta.creation_timestamp.as_ref().map(|t| t.0),
-            deleting: meta.deletion_timestamp.is_some(),
-            labels: ours(&meta.labels),
-            annotations: ours(&meta.annotations),
-        }
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    pub phase: Option<String>,
+    /// Why a pod failed, e.g. the kubelet's `OutOfcpu` when it refused it.
+    pub reason: Option<String>,
+    pub start_time: Option<Time>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+impl PodState {
+    /// Whether the `Ready` condition is `True`.
+    pub fn ready(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
     }
 
-    pub fn label(&self, key: &str) -> Option<&str> {
-        find(&self.labels, key)
-    }
-
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        find(&self.annotations, key)
-    }
-
-    pub fn has_annotation(&self, key: &str) -> bool {
-        self.annotation(key).is_some()
+    /// The scheduler's `PodScheduled` condition when it found no node for
+    /// the pod (reason `Unschedulable`): since when, and its message.
+    pub fn unschedulable(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
     }
 }
 
-fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub last_transition_time: Option<Time>,
 }
 
 /// A pod: its node, phase, readiness and start time.
@@ -152,64 +158,50 @@ fn controller_of(meta: &ObjectMeta, label: &str) -> Option<Uuid> {
         .and_then(|owner| owner.uid.parse().ok())
 }
 
-/// A claim: the volume it names, and whether it is bound to it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ClaimEntry {
-    pub meta: Meta,
-    pub volume_name: Option<String>,
-    pub bound: bool,
-    /// Bytes the claim asks for.
-    pub requested: Option<u64>,
-    /// Bytes it holds (its `status.capacity`).
-    pub capacity: Option<u64>,
-}
-
-impl From<&CachedClaim> for ClaimEntry {
-    fn from(claim: &CachedClaim) -> ClaimEntry {
-        ClaimEntry {
-            meta: Meta::of(&claim.metadata),
-            volume_name: claim.spec.volume_name.clone(),
-            bound: claim.status.phase.as_deref() == Some("Bound"),
-            requested: claim
-                .spec
-                .resources
-                .requests
-                .storage
-                .as_ref()
-                .and_then(|q| crate::quantity::bytes(&q.0)),
-            capacity: claim
-                .status
-                .capacity
-                .storage
-                .as_ref()
-                .and_then(|q| crate::quantity::bytes(&q.0)),
-        }
-    }
-}
-
-/// A volume: the claim it is bound to (name and uid).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct VolumeEntry {
-    pub meta: Meta,
-    pub claim_name: Option<String>,
-    pub claim_uid: Option<String>,
-}
-
-impl From<&CachedVolume> for VolumeEntry {
-    fn from(pv: &CachedVolume) -> VolumeEntry {
-        let claim_ref = pv.spec.claim_ref.as_ref();
-        VolumeEntry {
-            meta: Meta::of(&pv.metadata),
-            claim_name: claim_ref.and_then(|r| r.name.clone()),
-            claim_uid: claim_ref.and_then(|r| r.uid.clone()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt;
     use serde_json::json;
+
+    #[test]
+    fn pods_keep_what_observe_reads() {
+        let pod: CachedPod = serde_json::from_value(json!({
+            "metadata": { "name": "p", "labels": { "a": "b" }, "annotations": { "h": "1" } },
+            "spec": { "nodeName": "n1", "containers": [{ "name": "c", "image": "i" }] },
+            "status": { "phase": "Running", "startTime": "2026-01-01T00:00:00Z",
+                        "conditions": [{ "type": "PodScheduled", "status": "True" },
+                                       { "type": "Ready", "status": "True",
+                                         "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+                        "containerStatuses": [] },
+        }))
+        .unwrap();
+        assert_eq!(pod.spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(pod.status.phase.as_deref(), Some("Running"));
+        assert!(pod.status.start_time.is_some());
+        assert!(pod.status.ready());
+        assert_eq!(pod.labels().get("a").map(String::as_str), Some("b"));
+        assert_eq!(pod.annotations().get("h").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn a_new_pod_has_defaults() {
+        let pod: CachedPod =
+            serde_json::from_value(json!({ "metadata": { "name": "p" } })).unwrap();
+        assert!(pod.spec.node_name.is_none());
+        assert!(pod.status.phase.is_none());
+        assert!(!pod.status.ready());
+    }
+
+    #[test]
+    fn pods_address_the_core_api() {
+        use kube::Resource;
+        assert_eq!(CachedPod::kind(&()), "Pod");
+        assert_eq!(
+            CachedPod::url_path(&(), Some("ns")),
+            "/api/v1/namespaces/ns/pods"
+        );
+    }
 
     #[test]
     fn keeps_what_the_controller_reads() {
@@ -291,38 +283,5 @@ mod tests {
         assert_eq!(verdict.since, Some("2026-01-02T03:04:05Z".parse().unwrap()));
         assert_eq!(pod(None, "SchedulingGated").unschedulable, None);
         assert_eq!(pod(Some("node-1"), "Unschedulable").unschedulable, None);
-    }
-
-    #[test]
-    fn a_claim_is_bound_only_in_phase_bound() {
-        let claim = |phase: &str| -> CachedClaim {
-            serde_json::from_value(json!({
-                "metadata": {
-                    "name": "c",
-                    "annotations": { "volume.kubernetes.io/selected-node": "n2" },
-                },
-                "spec": { "volumeName": "pv" },
-                "status": { "phase": phase },
-            }))
-            .unwrap()
-        };
-        let bound = ClaimEntry::from(&claim("Bound"));
-        assert!(bound.bound);
-        assert_eq!(bound.volume_name.as_deref(), Some("pv"));
-        assert_eq!(bound.meta.annotation(ANNOTATION_SELECTED_NODE), Some("n2"));
-        assert!(!ClaimEntry::from(&claim("Pending")).bound);
-    }
-
-    #[test]
-    fn a_volume_keeps_its_claim_ref() {
-        let pv: CachedVolume = serde_json::from_value(json!({
-            "metadata": { "name": "sapp-1" },
-            "spec": { "claimRef": { "name": "c", "namespace": "ns", "uid": "u" } },
-        }))
-        .unwrap();
-        let entry = VolumeEntry::from(&pv);
-        assert_eq!(entry.claim_name.as_deref(), Some("c"));
-        assert_eq!(entry.claim_uid.as_deref(), Some("u"));
-        assert!(!entry.meta.deleting);
     }
 }

@@ -7,15 +7,17 @@
 //! instance runs and is ready; `Degraded` says something is wrong, stuck or
 //! not. Each carries the generation it was computed for.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use std::collections::HashSet;
 
-use super::observed::{InstanceView, Observed};
-use super::plan::{Action, DEFAULT_REPLACE_AFTER_SECONDS, Plan};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use uuid::Uuid;
+
 use crate::api::{
     InstanceState, InstanceStatus, NodeLossAction, ReservationState, ReservationStatus,
     StatefulAppStatus, VolumeStatus,
 };
+use crate::controller::model::{InstanceView, Observed};
+use crate::controller::plan::{Action, DEFAULT_REPLACE_AFTER_SECONDS, Plan};
 use crate::names::{ANNOTATION_WIPE, InstanceId, LABEL_APP, PersistenceId, claim_name};
 
 pub struct StatusInput<'a> {
@@ -179,12 +181,17 @@ fn health(input: &StatusInput, running: i32, ready: i32) -> Health {
     // Instances whose pod the scheduler has found no node for, for longer
     // than `unschedulable_after`: its message says why.
     let mut unplaceable = Vec::new();
+    // Instances with a claim to grow, found in one pass over the plan.
+    let grow_asked: HashSet<Uuid> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::GrowClaim { instance, .. } => Some(*instance),
+            _ => None,
+        })
+        .collect();
     for i in observed.instances.values() {
-        let grow_asked = plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::GrowClaim { instance, .. } if *instance == i.uuid));
-        if grow_asked || i.growing() {
+        if grow_asked.contains(&i.uuid) || i.growing() {
             work.growing += 1;
         }
         let pod = i.pod.as_ref();
@@ -333,36 +340,6 @@ fn instances(n: usize) -> String {
     } else {
         format!("{n} instances")
     }
-}
-
-/// The conditions after a reconcile failed (the API may be what failed):
-/// `Degraded` says so; `Ready`, `Reconciling` and `Stalled` keep what the
-/// last completed reconcile found, since a failure that a retry may clear
-/// neither stalls the app nor changes its instances.
-pub fn failure_conditions(
-    previous: &[Condition],
-    generation: Option<i64>,
-    message: &str,
-    now: Timestamp,
-) -> Vec<Condition> {
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == "Degraded" && c.status == "True")
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    let mut conditions: Vec<Condition> = previous
-        .iter()
-        .filter(|c| c.type_ != "Degraded")
-        .cloned()
-        .collect();
-    conditions.push(Condition {
-        type_: "Degraded".into(),
-        status: "True".into(),
-        reason: "ReconcileFailed".into(),
-        message: message.to_string(),
-        observed_generation: generation,
-        last_transition_time,
-    });
-    conditions
 }
 
 /// One message per volume past its size where the size is not enforced
@@ -514,10 +491,10 @@ fn condition(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::NodeLossPolicy;
-    use crate::controller::observed::Unschedulable;
+    use crate::controller::model::Unschedulable;
     use crate::controller::simulation::World;
 
     const GENERATION: Option<i64> = Some(7);
@@ -538,7 +515,7 @@ mod tests {
         })
     }
 
-    fn status(world: &mut World) -> StatefulAppStatus {
+    pub(crate) fn status(world: &mut World) -> StatefulAppStatus {
         status_with(world, &[])
     }
 
@@ -559,7 +536,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no {type_} condition"))
     }
 
-    fn world_with(instances: usize) -> World {
+    pub(crate) fn world_with(instances: usize) -> World {
         let mut world = World::new(3);
         world.observed.app.desired = instances;
         world.converge();
@@ -989,44 +966,5 @@ mod tests {
         assert_eq!(time(&later, "Stalled"), time(&first, "Stalled"));
         assert_ne!(time(&later, "Reconciling"), time(&first, "Reconciling"));
         assert_ne!(time(&later, "Ready"), time(&first, "Ready"));
-    }
-
-    #[test]
-    fn a_failed_reconcile_only_says_degraded() {
-        let mut world = world_with(1);
-        world.observed.app.desired = 2;
-        let previous = status(&mut world).conditions;
-        let now = world.observed.now;
-        let later = Timestamp::from_second(now.as_second() + 30).unwrap();
-        let failed = failure_conditions(&previous, Some(8), "reconcile failed: 503", later);
-        let others = |c: &[Condition]| -> Vec<Condition> {
-            c.iter()
-                .filter(|c| c.type_ != "Degraded")
-                .cloned()
-                .collect()
-        };
-        assert_eq!(
-            others(&failed),
-            others(&previous),
-            "Ready, Reconciling, Stalled untouched"
-        );
-        let degraded = failed.iter().find(|c| c.type_ == "Degraded").unwrap();
-        assert_eq!(
-            (
-                degraded.status.as_str(),
-                degraded.reason.as_str(),
-                degraded.message.as_str()
-            ),
-            ("True", "ReconcileFailed", "reconcile failed: 503")
-        );
-        assert_eq!(degraded.observed_generation, Some(8));
-        assert_eq!(degraded.last_transition_time, Time(later));
-        // Failing again keeps the time it first failed.
-        let again = failure_conditions(&failed, Some(8), "reconcile failed: 500", now);
-        let degraded_again = again.iter().find(|c| c.type_ == "Degraded").unwrap();
-        assert_eq!(degraded_again.last_transition_time, Time(later));
-        assert_eq!(degraded_again.message, "reconcile failed: 500");
-        // No status yet: only Degraded.
-        assert_eq!(failure_conditions(&[], None, "x", now).len(), 1);
     }
 }

@@ -3,8 +3,10 @@
 //! PodDisruptionBudgets, and the nodes. One watch per
 //! kind feeds both a cache and the controller's triggers; reconciles read
 //! the caches, so a busy app costs the API server no lists. The caches keep
-//! what [`super::observe`] reads: partial objects ([`super::cached`]) of
-//! apps, entries ([`super::entries`]) of pods, claims and volumes.
+//! what [`super::observe`] reads: apps less their managed fields, and for
+//! pods, claims and volumes a compact entry each, grouped by app. One file
+//! per cached kind holds its wire type, its entry and the conversion
+//! ([`pods`], [`claims`], [`volumes`], [`nodes`], [`namespaces`]).
 //!
 //! A cache lags the controller's own writes by a watch event; see
 //! [`super::expectations`] for how planning waits for it.
@@ -20,15 +22,27 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::by_app::{AppKey, ByApp, FileAs, by_app};
-use super::cached::{CachedClaim, CachedPod, CachedVolume};
-use super::entries::{ClaimEntry, PodEntry, ReservationEntry, VolumeEntry};
-use super::namespaces::{self, NamespaceStore};
-use super::nodes::{NodeCache, NodeStore};
+mod by_app;
+pub mod claims;
+pub mod meta;
+mod namespaces;
+pub mod nodes;
+pub mod pods;
+pub mod volumes;
+
+use self::by_app::{ByApp, FileAs, by_app};
+use self::namespaces::NamespaceStore;
+use self::nodes::{NodeCache, NodeStore};
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
 use crate::names::{LABEL_APP, LABEL_NAMESPACE, LABEL_NODE, LABEL_RESERVED_FOR};
 use crate::watch::errors_logged;
+
+pub use self::by_app::AppKey;
+pub use self::claims::{CachedClaim, ClaimEntry};
+pub use self::meta::Meta;
+pub use self::pods::{CachedPod, PodEntry, ReservationEntry};
+pub use self::volumes::{CachedVolume, VolumeEntry};
 
 /// Objects of one kind as the watch delivers them, for the
 /// controller's triggers; errors are logged, not passed on (see
@@ -121,7 +135,7 @@ where
 }
 
 /// Like [`cached`], keeping an entry per object, grouped by app (see
-/// [`super::by_app`]).
+/// [`by_app`]).
 fn grouped<K, V>(
     api: Api<K>,
     config: watcher::Config,

@@ -6,7 +6,7 @@
 //!
 //! Fed by a watcher's events, with the same semantics as the reflector: a
 //! relist is buffered and replaces the cache whole when it is complete. It
-//! keeps an entry made from each object (see [`super::entries`]), not the
+//! keeps an entry made from each object (see [`super::meta`]), not the
 //! object.
 
 use std::collections::HashMap;
