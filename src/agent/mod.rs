@@ -411,7 +411,8 @@ async fn mark_made(agent: &Agent, pv: &PersistentVolume, spans: Option<u64>) -> 
     if !finalizers.iter().any(|f| f == FINALIZER_AGENT) {
         finalizers.push(FINALIZER_AGENT.to_string());
     }
-    let mut annotations = json!({ ANNOTATION_DIRECTORY_MADE: agent.node, ANNOTATION_DATA_MISSING: null });
+    let mut annotations =
+        json!({ ANNOTATION_DIRECTORY_MADE: agent.node, ANNOTATION_DATA_MISSING: null });
     if let Some(bytes) = spans {
         annotations[ANNOTATION_FILESYSTEM_SIZE] = json!(bytes.to_string());
     }

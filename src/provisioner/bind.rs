@@ -25,7 +25,11 @@ const ANNOTATION_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controll
 /// Binds `claim` to `volume`, whose claimRef already names the claim, in the
 /// binder's order: the volume's phase, the claim's volumeName, the claim's
 /// phase. A claim bound meanwhile to another volume is left alone.
-pub async fn complete(client: &Client, claim: &ClaimRequest, volume: &PersistentVolume) -> Result<()> {
+pub async fn complete(
+    client: &Client,
+    claim: &ClaimRequest,
+    volume: &PersistentVolume,
+) -> Result<()> {
     let ns = claim.namespace().unwrap_or_default();
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);

@@ -197,6 +197,11 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         Some(name) => name.clone(),
         None => volume_name_for(&claim),
     };
+    // Every update of a pending claim (the scheduler's, the binder's, the
+    // bind's own) comes back here: one read ends it once its volume exists.
+    if volumes.get_opt(&name).await?.is_some() {
+        return Ok(Requeue::await_change());
+    }
     let hostname = crate::hostname::lookup(&ctx.client, node).await?;
     let volume = volume_for(&claim, &name, node, &hostname, &ctx)?;
     let request = requested_bytes(&claim)?;
@@ -215,8 +220,6 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         return Ok(Requeue::await_change());
     }
     // A volume object re-made for a bound claim holds data already there.
-    // A volume made already is found under the node's lock before its room
-    // is counted, or else refused by name on create.
     let lock = ctx.node_lock(node);
     let _one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
         (Some(namespace), None) => {
