@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
@@ -15,7 +17,7 @@ use statefulapp_operator::api::StatefulApp;
 use crate::support::TestCluster;
 use crate::support::fixtures::postgres;
 use crate::support::operator::{
-    Identity, Operator, install_crd_and_storage_class, operator_binary,
+    Identity, Operator, STORAGE_CLASS, install_crd_and_storage_class, operator_binary,
 };
 
 const NAMESPACE: &str = "default";
@@ -39,6 +41,10 @@ pub struct Footprint {
     pub requests_per_idle_minute: usize,
     pub writes_per_idle_minute: usize,
     pub requests_by_verb: BTreeMap<String, usize>,
+    /// The peer: as many Parallel StatefulSets of as many replicas (claims
+    /// of the same StorageClass), created the same way on the same plane
+    /// after the operator's apps were measured; seconds until every pod ran.
+    pub statefulsets_converge_seconds: Option<f64>,
 }
 
 /// The operator, acting as ServiceAccount `default/statefulapp-bench`,
@@ -148,7 +154,77 @@ pub async fn measure(
         requests_per_idle_minute: by_verb.values().sum(),
         writes_per_idle_minute: writes,
         requests_by_verb: by_verb,
+        statefulsets_converge_seconds: None,
     }
+}
+
+/// The same number of Parallel StatefulSets of `instances` replicas, each
+/// pod with a claim of the operator's StorageClass: seconds until all run
+/// (None past the hour).
+pub async fn statefulsets_converge(
+    cluster: &TestCluster,
+    apps: usize,
+    instances: usize,
+) -> Option<f64> {
+    let client = cluster.client().await;
+    let ns = cluster.namespace(&client, "bench-footprint-sts").await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    eprintln!("bench: footprint: creating {apps} StatefulSets x {instances} replicas");
+    let started = Instant::now();
+    futures::stream::iter(0..apps)
+        .map(|i| {
+            let sets = sets.clone();
+            async move {
+                let name = format!("app-{i}");
+                let set: StatefulSet = serde_json::from_value(json!({
+                    "metadata": { "name": name },
+                    "spec": {
+                        "replicas": instances,
+                        "podManagementPolicy": "Parallel",
+                        "serviceName": name,
+                        "selector": { "matchLabels": { "app": name } },
+                        "template": {
+                            "metadata": { "labels": { "app": name, "bench": "footprint" } },
+                            "spec": { "containers": [{
+                                "name": "postgres", "image": "postgres:16",
+                                "resources": { "requests": { "cpu": "1m", "memory": "1Mi" } },
+                                "volumeMounts": [{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }],
+                            }]},
+                        },
+                        "volumeClaimTemplates": [{
+                            "metadata": { "name": "pgdata" },
+                            "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                                      "resources": { "requests": { "storage": "100Mi" } } },
+                        }],
+                    },
+                }))
+                .unwrap();
+                sets.create(&PostParams::default(), &set).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let total = apps * instances;
+    while started.elapsed() < Duration::from_secs(3600) {
+        let list = pods
+            .list(&ListParams::default().labels("bench=footprint"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let running = list
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        if running == total {
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!("bench: footprint: {total} StatefulSet pods running after {seconds:.0}s");
+            return Some(seconds);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    None
 }
 
 /// RFC 3339 time as the audit log writes it (UTC, micro-seconds).

@@ -89,15 +89,20 @@ async fn main() {
         report.rows.push(wipe);
     }
     if args.footprint_apps > 0 {
-        report.footprint = Some(
-            footprint::measure(
-                cluster,
-                &operator,
-                args.footprint_apps,
-                args.footprint_instances,
-            )
-            .await,
-        );
+        let mut measured = footprint::measure(
+            cluster,
+            &operator,
+            args.footprint_apps,
+            args.footprint_instances,
+        )
+        .await;
+        measured.statefulsets_converge_seconds = footprint::statefulsets_converge(
+            cluster,
+            args.footprint_apps,
+            args.footprint_instances,
+        )
+        .await;
+        report.footprint = Some(measured);
     }
     report.print();
     report.write_json(&args.json);

@@ -153,6 +153,20 @@ impl Report {
                 f.writes_per_idle_minute,
                 f.requests_by_verb
             );
+            let peer = f.statefulsets_converge_seconds;
+            println!(
+                "converged: {} apps x {} instances in {:.0}s; {} StatefulSets x {} replicas in {}: {}",
+                f.apps,
+                f.instances,
+                f.converge_seconds,
+                f.apps,
+                f.instances,
+                peer.map_or("- (timed out)".to_string(), |s| format!("{s:.0}s")),
+                peer.map_or("-".to_string(), |s| format!(
+                    "StatefulSet/StatefulApp {:.2}x",
+                    s / f.converge_seconds
+                ))
+            );
         }
     }
 
