@@ -39,13 +39,17 @@ pub async fn write(
     if app.status.as_ref() == Some(status) {
         return Ok(None);
     }
+    let digest = throttle::digest(status);
+    if writes.just_wrote(key, digest) {
+        return Ok(None);
+    }
     if let Some(wait) = writes.hold(key, converged) {
         return Ok(Some(wait));
     }
     let patch = json!({ "status": status });
     apps.patch_status(&app.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
-    writes.wrote(key);
+    writes.wrote(key, digest);
     Ok(None)
 }
 
