@@ -14,10 +14,11 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use statefulapp_operator::api::StatefulApp;
 
+use crate::scenarios::statefulset;
 use crate::support::TestCluster;
 use crate::support::fixtures::postgres;
 use crate::support::operator::{
-    Identity, Operator, STORAGE_CLASS, install_crd_and_storage_class, operator_binary,
+    Identity, Operator, install_crd_and_storage_class, operator_binary,
 };
 
 const NAMESPACE: &str = "default";
@@ -176,29 +177,12 @@ pub async fn statefulsets_converge(
             let sets = sets.clone();
             async move {
                 let name = format!("app-{i}");
-                let set: StatefulSet = serde_json::from_value(json!({
-                    "metadata": { "name": name },
-                    "spec": {
-                        "replicas": instances,
-                        "podManagementPolicy": "Parallel",
-                        "serviceName": name,
-                        "selector": { "matchLabels": { "app": name } },
-                        "template": {
-                            "metadata": { "labels": { "app": name, "bench": "footprint" } },
-                            "spec": { "containers": [{
-                                "name": "postgres", "image": "postgres:16",
-                                "resources": { "requests": { "cpu": "1m", "memory": "1Mi" } },
-                                "volumeMounts": [{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }],
-                            }]},
-                        },
-                        "volumeClaimTemplates": [{
-                            "metadata": { "name": "pgdata" },
-                            "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-                                      "resources": { "requests": { "storage": "100Mi" } } },
-                        }],
-                    },
-                }))
-                .unwrap();
+                let set = statefulset(
+                    &name,
+                    instances,
+                    json!({ "app": name, "bench": "footprint" }),
+                    json!({ "cpu": "1m", "memory": "1Mi" }),
+                );
                 sets.create(&PostParams::default(), &set).await.unwrap();
             }
         })

@@ -154,30 +154,12 @@ pub async fn statefulset_scale_up_and_restart(
     let client = cluster.client().await;
     let ns = namespace(cluster, &client, "bench-sts").await;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let set: StatefulSet = serde_json::from_value(json!({
-        "metadata": { "name": "postgres" },
-        "spec": {
-            "replicas": 0,
-            "podManagementPolicy": "Parallel",
-            "serviceName": "postgres",
-            "selector": { "matchLabels": { "app": "postgres" } },
-            "persistentVolumeClaimRetentionPolicy": { "whenScaled": "Retain", "whenDeleted": "Retain" },
-            "template": {
-                "metadata": { "labels": { "app": "postgres" } },
-                "spec": { "containers": [{
-                    "name": "postgres", "image": "postgres:16",
-                    "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } },
-                    "volumeMounts": [{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }],
-                }]},
-            },
-            "volumeClaimTemplates": [{
-                "metadata": { "name": "pgdata" },
-                "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-                          "resources": { "requests": { "storage": "100Mi" } } },
-            }],
-        },
-    }))
-    .unwrap();
+    let set = statefulset(
+        "postgres",
+        0,
+        json!({ "app": "postgres" }),
+        json!({ "cpu": "10m", "memory": "16Mi" }),
+    );
     sets.create(&PostParams::default(), &set).await.unwrap();
     let scale = |count: usize| {
         let sets = sets.clone();
@@ -202,6 +184,36 @@ pub async fn statefulset_scale_up_and_restart(
         (stopped && wait_converged(&client, &ns, STS_PODS, n, n).await).then(|| started.elapsed());
     cleanup(&client, &ns).await;
     (cold, restart)
+}
+
+/// A Parallel StatefulSet named `name` whose pods carry `labels` (with
+/// `app: name` as its selector), request `requests`, and each have a 100Mi
+/// claim of the operator's StorageClass, kept when scaled down.
+pub fn statefulset(name: &str, replicas: usize, labels: Value, requests: Value) -> StatefulSet {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "serviceName": name,
+            "selector": { "matchLabels": { "app": name } },
+            "persistentVolumeClaimRetentionPolicy": { "whenScaled": "Retain", "whenDeleted": "Retain" },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": { "containers": [{
+                    "name": "postgres", "image": "postgres:16",
+                    "resources": { "requests": requests },
+                    "volumeMounts": [{ "name": "pgdata", "mountPath": "/var/lib/postgresql/data" }],
+                }]},
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "pgdata" },
+                "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                          "resources": { "requests": { "storage": "100Mi" } } },
+            }],
+        },
+    }))
+    .unwrap()
 }
 
 /// The ceiling: a client creating, per instance, a claim, a node-local
