@@ -10,8 +10,8 @@
 //!    persistent volume controller keeps the claim's capacity at it.
 //! 3. Where the size is enforced (`image`), the node's agent grows the
 //!    volume's filesystem while mounted and records what it spans.
-//! 4. The claim's capacity (what `kubectl get pvc` shows) is set to the
-//!    new size, and the pre-resize annotation goes.
+//! 4. The pre-resize annotation goes, then the claim's capacity (what
+//!    `kubectl get pvc` shows) is set to the new size: the last write.
 //!
 //! Each step reads what the one before left, so a crash anywhere resumes.
 //! The kubelet does nothing: it expands on the node only for claims whose
@@ -138,6 +138,13 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
             return Ok(Requeue::requeue(AGENT_PATIENCE)); // the agent grows it
         }
     }
+    // The annotation goes first: the claim's new capacity is the last
+    // write, so whoever sees it sees a growth that is done.
+    let cleared =
+        json!({ "metadata": { "annotations": { ANNOTATION_PRE_RESIZE_CAPACITY: null } } });
+    volumes
+        .patch(volume_name, &patch_params(), &Patch::Merge(&cleared))
+        .await?;
     let claims: Api<ClaimRequest> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     let done = json!({ "status": {
@@ -146,11 +153,6 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
     }});
     claims
         .patch_status(&claim.name_any(), &patch_params(), &Patch::Merge(&done))
-        .await?;
-    let cleared =
-        json!({ "metadata": { "annotations": { ANNOTATION_PRE_RESIZE_CAPACITY: null } } });
-    volumes
-        .patch(volume_name, &patch_params(), &Patch::Merge(&cleared))
         .await?;
     let note = format!(
         "volume {volume_name} grown from {} to {}",
