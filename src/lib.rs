@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_client;
 pub mod capacity;
 pub mod controller;
 pub mod crdgen;

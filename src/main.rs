@@ -10,7 +10,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use prometheus_client::registry::Registry;
 use statefulapp_operator::http::{self, Health};
 use statefulapp_operator::metrics::{AgentMetrics, ControllerMetrics};
-use statefulapp_operator::{agent, controller, crdgen, provisioner};
+use statefulapp_operator::{agent, api_client, controller, crdgen, provisioner};
 
 // jemalloc returns freed memory to the system (glibc's malloc keeps most of
 // what a burst of watch events and reconciles allocated: at 1,000
@@ -157,9 +157,7 @@ fn init_tracing(json: bool) {
 /// Loads credentials (a mistake there is fatal) and waits until the API
 /// server answers (it may be restarting: keep trying, as kubelets do).
 async fn connect() -> anyhow::Result<kube::Client> {
-    let client = kube::Client::try_default()
-        .await
-        .context("loading Kubernetes credentials")?;
+    let client = api_client::infer().await?;
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         match client.apiserver_version().await {
@@ -221,6 +219,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     provisioner.size_enforcement = args.size_enforcement;
     provisioner.image_filesystem = args.image_filesystem;
     provisioner.any_claim = args.provision_any_claim;
+    provisioner.nodes = Some(ctx.nodes());
     let provisioner = Arc::new(provisioner);
     let work = async {
         tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));
