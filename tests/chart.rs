@@ -176,6 +176,7 @@ fn rbac_grants_exactly_what_the_code_uses() {
             ("/persistentvolumes/status", &["patch"]),
             ("/nodes", &["get", "list", "watch"]),
             ("/namespaces", &["list", "watch"]),
+            ("storage.k8s.io/storageclasses", &["list", "watch"]),
             (
                 "policy/poddisruptionbudgets",
                 &["list", "watch", "create", "patch", "delete"]

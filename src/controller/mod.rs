@@ -101,6 +101,11 @@ impl Context {
         (context, feeds)
     }
 
+    /// The controller's node cache, for the provisioner beside it.
+    pub fn nodes(&self) -> cache::NodeStore {
+        self.caches.nodes()
+    }
+
     /// Drops what is kept about app `name` in `ns` once it is gone.
     fn forget(&self, ns: &str, name: &str) {
         let key = format!("{ns}/{name}");

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
-use k8s_openapi::api::storage::v1::CSIStorageCapacity;
+use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -35,6 +35,7 @@ use serde_json::json;
 
 use crate::agent::IMAGE_DATA;
 use crate::capacity::{self, ANNOTATION_ROOM, ANNOTATION_USED, Refusal};
+use crate::controller::cache::NodeStore;
 use crate::names::{
     ANNOTATION_FILESYSTEM, ANNOTATION_SIZE_ENFORCEMENT, ImageFilesystem, SizeEnforcement,
     patch_params,
@@ -81,6 +82,14 @@ pub struct Provisioner {
     pub image_filesystem: ImageFilesystem,
     /// Makes volumes for any claim of its class, not only for instances'.
     pub any_claim: bool,
+    /// The controller's node cache, where the hostname a volume is pinned
+    /// by is read without a request; `None`: read from the API server.
+    pub nodes: Option<NodeStore>,
+    /// The cluster's StorageClasses: a claim of a class of ours is
+    /// provisioned as soon as the scheduler picks its node, without waiting
+    /// for kube-controller-manager to annotate it with its provisioner.
+    classes: reflector::Store<StorageClass>,
+    classes_writer: Mutex<Option<reflector::store::Writer<StorageClass>>>,
     /// One lock per node: claims of a node are checked and made one at a time.
     node_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     recorder: Recorder,
@@ -98,7 +107,10 @@ impl Provisioner {
             controller: "statefulapp-provisioner".into(),
             instance: None,
         };
+        let (classes, classes_writer) = reflector::store();
         Provisioner {
+            classes,
+            classes_writer: Mutex::new(Some(classes_writer)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             name,
@@ -111,12 +123,27 @@ impl Provisioner {
             size_enforcement: SizeEnforcement::None,
             image_filesystem: ImageFilesystem::Ext4,
             any_claim: false,
+            nodes: None,
             node_locks: Mutex::new(BTreeMap::new()),
         }
     }
 
     fn is_ours(&self, provisioner: &str) -> bool {
         provisioner == self.name || self.former_names.iter().any(|n| n == provisioner)
+    }
+
+    /// The provisioner a claim waits for: the one kube-controller-manager
+    /// annotated it with, or else its StorageClass's (set before that
+    /// annotation comes, and never changed: a class's provisioner is
+    /// immutable).
+    fn provisioner_of(&self, claim: &ClaimRequest) -> Option<String> {
+        if let Some(provisioner) = claim.annotations().get(STORAGE_PROVISIONER) {
+            return Some(provisioner.clone());
+        }
+        let class = claim.spec.storage_class_name.as_deref()?;
+        self.classes
+            .get(&reflector::ObjectRef::new(class))
+            .map(|class| class.provisioner.clone())
     }
 
     fn node_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -129,6 +156,28 @@ impl Provisioner {
 }
 
 pub async fn run(provisioner: Arc<Provisioner>) {
+    let classes_writer = provisioner
+        .classes_writer
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let classes = async {
+        let Some(writer) = classes_writer else {
+            // Run again: the first run's watch keeps the classes.
+            return futures::future::pending().await;
+        };
+        let updates = watcher(
+            Api::<StorageClass>::all(provisioner.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|class| class.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+        errors_logged(updates, "storage classes")
+            .for_each(|_| async {})
+            .await;
+    };
     let claims: Api<ClaimRequest> = Api::all(provisioner.client.clone());
     let (store, writer) = reflector::store();
     let updates = watcher(claims, watcher::Config::default())
@@ -137,12 +186,16 @@ pub async fn run(provisioner: Arc<Provisioner>) {
         .reflect(writer)
         .touched_objects();
     let config = controller::Config::default().concurrency(provisioner.max_concurrent);
-    Controller::for_stream(errors_logged(updates, "claims"), store)
+    let provisioning = Controller::for_stream(errors_logged(updates, "claims"), store)
         .with_config(config)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, provisioner)
-        .for_each(|_| async {})
-        .await;
+        .run(reconcile, error_policy, provisioner.clone())
+        .for_each(|_| async {});
+    // The class watch runs as long as provisioning does.
+    tokio::select! {
+        _ = provisioning => {}
+        _ = classes => {}
+    }
 }
 
 /// Keeps the annotations and labels provisioning reads or copies (of a
@@ -177,10 +230,8 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     if claim.is_bound() {
         return resize::grow_if_asked(&claim, &ctx).await;
     }
-    let ours = claim
-        .annotations()
-        .get(STORAGE_PROVISIONER)
-        .is_some_and(|p| ctx.is_ours(p));
+    let provisioner = ctx.provisioner_of(&claim);
+    let ours = provisioner.as_deref().is_some_and(|p| ctx.is_ours(p));
     if !ours || claim.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -202,8 +253,12 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     if volumes.get_opt(&name).await?.is_some() {
         return Ok(Requeue::await_change());
     }
-    let hostname = crate::hostname::lookup(&ctx.client, node).await?;
-    let volume = volume_for(&claim, &name, node, &hostname, &ctx)?;
+    let hostname = match ctx.nodes.as_ref().and_then(|nodes| nodes.hostname(node)) {
+        Some(hostname) => hostname,
+        None => crate::hostname::lookup(&ctx.client, node).await?,
+    };
+    let provisioner = provisioner.unwrap_or_default();
+    let volume = volume_for(&claim, &name, node, &hostname, &provisioner, &ctx)?;
     let request = requested_bytes(&claim)?;
     let filesystem = ctx.image_filesystem;
     if bound_to.is_none()
@@ -221,13 +276,20 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     }
     // A volume object re-made for a bound claim holds data already there.
     let lock = ctx.node_lock(node);
-    let _one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
+    // Held until the volume exists, so the next claim of the node counts it;
+    // the bind needs no lock.
+    let one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
         (Some(namespace), None) => {
             let guard = lock.lock().await;
-            if volumes.get_opt(&name).await?.is_some() {
+            let class = class_of(&claim);
+            let (made, fit) = tokio::try_join!(
+                async { Ok::<_, Error>(volumes.get_opt(&name).await?) },
+                fits(&ctx, namespace, &class, node, request),
+            )?;
+            if made.is_some() {
                 return Ok(Requeue::await_change());
             }
-            if let Err(refusal) = fits(&ctx, namespace, &class_of(&claim), node, request).await? {
+            if let Err(refusal) = fit {
                 send_back(&ctx, &claim, refusal).await?;
                 return Ok(Requeue::await_change());
             }
@@ -235,7 +297,9 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         }
         _ => None,
     };
-    match volumes.create(&post_params(), &volume).await {
+    let created = volumes.create(&post_params(), &volume).await;
+    drop(one_at_a_time);
+    match created {
         Ok(volume) => {
             ctx.provisioned.inc();
             tracing::info!(volume = %name, %node, "provisioned");
@@ -260,18 +324,18 @@ async fn fits(
     request: u64,
 ) -> Result<Result<(), Refusal>> {
     let capacities: Api<CSIStorageCapacity> = Api::namespaced(ctx.client.clone(), namespace);
-    let room = capacities
-        .get_opt(&capacity::object_name(class, node))
-        .await?
-        .and_then(|c| {
-            c.annotations()
-                .get(ANNOTATION_ROOM)
-                .and_then(|r| r.parse().ok())
-        });
     let on_node = ListParams::default().labels(&format!("{LABEL_NODE}={node}"));
-    let volumes = Api::<PersistentVolume>::all(ctx.client.clone())
-        .list(&on_node)
-        .await?;
+    let all_volumes = Api::<PersistentVolume>::all(ctx.client.clone());
+    let capacity_name = capacity::object_name(class, node);
+    let (capacity, volumes) = tokio::try_join!(
+        capacities.get_opt(&capacity_name),
+        all_volumes.list(&on_node),
+    )?;
+    let room = capacity.and_then(|c| {
+        c.annotations()
+            .get(ANNOTATION_ROOM)
+            .and_then(|r| r.parse().ok())
+    });
     let reservations = volumes.items.iter().map(|pv| {
         let used = pv
             .annotations()
@@ -368,6 +432,7 @@ fn volume_for(
     name: &str,
     node: &str,
     hostname: &str,
+    provisioner: &str,
     ctx: &Provisioner,
 ) -> Result<PersistentVolume> {
     let spec = &claim.spec;
@@ -392,11 +457,7 @@ fn volume_for(
         (
             "pv.kubernetes.io/provisioned-by".to_string(),
             // The name the claim was made for (this one, or a former one).
-            claim
-                .annotations()
-                .get(STORAGE_PROVISIONER)
-                .cloned()
-                .unwrap_or_else(|| ctx.name.clone()),
+            provisioner.to_string(),
         ),
         (ANNOTATION_DIRECTORY.to_string(), directory.clone()),
     ]);

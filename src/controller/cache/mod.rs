@@ -32,7 +32,8 @@ pub mod volumes;
 
 use self::by_app::{ByApp, FileAs, by_app};
 use self::namespaces::NamespaceStore;
-use self::nodes::{NodeCache, NodeStore};
+use self::nodes::NodeCache;
+pub use self::nodes::NodeStore;
 use super::observe::ClusterObjects;
 use crate::api::StatefulApp;
 use crate::names::{LABEL_APP, LABEL_NAMESPACE, LABEL_NODE, LABEL_RESERVED_FOR};
@@ -202,6 +203,12 @@ fn slim_app(app: &mut StatefulApp) {
 }
 
 impl Caches {
+    /// The nodes, as cached for every reconcile (the provisioner reads
+    /// their hostnames there).
+    pub fn nodes(&self) -> NodeStore {
+        self.nodes.clone()
+    }
+
     /// The app store the controller serves from.
     pub fn apps(&self) -> Store<StatefulApp> {
         self.apps.clone()

@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::controller::reservation::NodePlacement;
+use crate::hostname::LABEL_HOSTNAME;
 
 /// Read side of the cache.
 #[derive(Clone)]
@@ -50,6 +51,14 @@ impl NodeStore {
         // The store is ready once its first full list has arrived; never
         // waits (see `Caches::ready`).
         self.0.wait_until_ready().now_or_never().is_some()
+    }
+
+    /// The value that selects node `name` (see [`crate::hostname`]), if
+    /// the node is in the cache.
+    pub fn hostname(&self, name: &str) -> Option<String> {
+        self.0
+            .get(&ObjectRef::new(name))
+            .map(|node| crate::hostname::of(&node))
     }
 
     /// Every known node.
@@ -113,18 +122,27 @@ impl NodeCache {
     }
 }
 
-/// Keeps the name, the Ready condition, the cordon and the taints that
-/// keep pods off.
+/// Keeps the name, the hostname label where it is not the name (the
+/// provisioner pins volumes by it), the Ready condition, the cordon and
+/// the taints that keep pods off.
 fn trim(node: &mut Node) {
     let ready = node
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready").cloned());
+    let name = node.metadata.name.take();
+    let hostname = node
+        .metadata
+        .labels
+        .take()
+        .and_then(|mut labels| labels.remove_entry(LABEL_HOSTNAME))
+        .filter(|(_, value)| Some(value) != name.as_ref());
     node.metadata = ObjectMeta {
-        name: node.metadata.name.take(),
+        name,
         uid: node.metadata.uid.take(),
         resource_version: node.metadata.resource_version.take(),
+        labels: hostname.map(|label| BTreeMap::from([label])),
         ..Default::default()
     };
     node.spec = node.spec.take().map(|spec| NodeSpec {
@@ -239,6 +257,23 @@ mod tests {
         assert!(status.images.is_none());
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
         assert!(is_ready(&n));
+    }
+
+    #[test]
+    fn trimming_keeps_a_hostname_only_where_it_is_not_the_name() {
+        let mut same = node("n1", "True");
+        same.labels_mut().insert(LABEL_HOSTNAME.into(), "n1".into());
+        trim(&mut same);
+        assert!(same.metadata.labels.is_none());
+        assert_eq!(crate::hostname::of(&same), "n1");
+
+        let mut other = node("ip-10-0-0-7.ec2.internal", "True");
+        other
+            .labels_mut()
+            .insert(LABEL_HOSTNAME.into(), "db-7".into());
+        trim(&mut other);
+        assert_eq!(crate::hostname::of(&other), "db-7");
+        assert_eq!(other.labels().len(), 1);
     }
 
     #[test]
