@@ -218,6 +218,7 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
     let missing = app.desired.saturating_sub(to_run.len());
     plan.to_run = to_run;
     for _ in 0..missing {
+        // Its claims now, its pod once they are seen (see `start`).
         let uuid = new_uuid();
         for volume in &app.volumes {
             plan.actions.push(Action::CreateClaim {
@@ -226,10 +227,6 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
                 bind_to: None,
             });
         }
-        plan.actions.push(Action::CreatePod {
-            instance: uuid,
-            node: None,
-        });
         plan.to_run.insert(uuid);
         plan.created.push(uuid);
     }
@@ -347,7 +344,20 @@ pub const RECLAIM_PATIENCE_SECONDS: i64 = 60;
 /// pod comes once it is gone: the capacity passes from one to the other,
 /// never held twice (the kubelet would refuse the pod). The pod is bound
 /// straight to the node the reservation held.
+///
+/// A pod comes only once all its claims are seen: kube-scheduler refuses a
+/// pod whose claims it has not seen yet ("persistentvolumeclaim not
+/// found") and tries it again only after a backoff, with a status write and
+/// a Warning Event each time.
 fn start(observed: &Observed, instance: &InstanceView, actions: &mut Vec<Action>) {
+    let claims_seen = observed
+        .app
+        .volumes
+        .iter()
+        .all(|v| instance.claims.get(v).is_some_and(|c| !c.deleting));
+    if !claims_seen {
+        return;
+    }
     match &instance.reservation {
         Some(r) if r.deleting => {}
         Some(r) if r.reclaiming && !r.placed && !reclaim_expired(observed, r) => {}

@@ -32,6 +32,42 @@ fn a_new_app_gets_its_instances_with_every_volume() {
 }
 
 #[test]
+fn a_new_instances_pod_comes_once_all_its_claims_are_seen() {
+    let mut world = World::new(3);
+    world.observed.app.desired = 1;
+    let first = world.plan();
+    assert_eq!(first.to_run.len(), 1);
+    assert!(
+        first
+            .actions
+            .iter()
+            .all(|a| matches!(a, Action::CreateClaim { .. })),
+        "{:?}",
+        first.actions
+    );
+    // One claim seen, the other not yet: still no pod.
+    world.apply(&first.actions[0]);
+    let waiting = world.plan();
+    assert!(
+        !waiting
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreatePod { .. })),
+        "{:?}",
+        waiting.actions
+    );
+    for action in &first.actions[1..] {
+        world.apply(action);
+    }
+    let second = world.plan();
+    assert!(
+        matches!(second.actions[..], [Action::CreatePod { node: None, .. }]),
+        "{:?}",
+        second.actions
+    );
+}
+
+#[test]
 fn stopped_instance_keeps_node_and_volumes() {
     let mut world = world_with(1);
     let before = world.observed.instances.clone();

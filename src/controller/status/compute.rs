@@ -640,7 +640,9 @@ pub(super) mod tests {
         assert_eq!(find(&asked, "Ready").status, "False");
         assert_eq!(find(&asked, "Stalled").status, "False");
 
-        // Claims and pod made, the scheduler not there yet.
+        // Claims made, then the pod once they are seen; the scheduler not
+        // there yet.
+        apply_plan(&mut world);
         apply_plan(&mut world);
         assert_eq!(find(&status(&mut world), "Reconciling").reason, "Placing");
 
@@ -729,7 +731,8 @@ pub(super) mod tests {
     fn an_instance_the_scheduler_cannot_place_stalls_the_app_after_a_while() {
         let mut world = world_with(1);
         world.observed.app.desired = 2;
-        apply_plan(&mut world);
+        apply_plan(&mut world); // the claims
+        apply_plan(&mut world); // the pod
         assert_eq!(find(&status(&mut world), "Reconciling").reason, "Placing");
         let now = world.observed.now;
         let (uuid, pod) = world
