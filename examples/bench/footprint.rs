@@ -21,8 +21,8 @@ use crate::support::operator::{
     Identity, Operator, install_crd_and_storage_class, operator_binary,
 };
 
-const NAMESPACE: &str = "default";
-const ACCOUNT: &str = "statefulapp-bench";
+pub const NAMESPACE: &str = "default";
+pub const ACCOUNT: &str = "statefulapp-bench";
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(serde::Serialize, Clone, Debug)]
@@ -46,6 +46,8 @@ pub struct Footprint {
     /// of the same StorageClass), created the same way on the same plane
     /// after the operator's apps were measured; seconds until every pod ran.
     pub statefulsets_converge_seconds: Option<f64>,
+    /// Whether the peer ran (`--no-footprint-peer` skips it).
+    pub peer_run: bool,
 }
 
 /// The operator, acting as ServiceAccount `default/statefulapp-bench`,
@@ -156,6 +158,7 @@ pub async fn measure(
         writes_per_idle_minute: writes,
         requests_by_verb: by_verb,
         statefulsets_converge_seconds: None,
+        peer_run: false,
     }
 }
 

@@ -11,6 +11,7 @@ mod support;
 mod footprint;
 mod report;
 mod scenarios;
+mod writes;
 
 use clap::Parser;
 use report::{Report, Row};
@@ -31,6 +32,9 @@ struct Args {
     footprint_apps: usize,
     #[arg(long, default_value_t = 5)]
     footprint_instances: usize,
+    /// Skip the footprint's StatefulSet peer (a memory-only run).
+    #[arg(long)]
+    no_footprint_peer: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/results.json")]
     json: std::path::PathBuf,
@@ -68,8 +72,22 @@ async fn main() {
             let app = scenarios::statefulapp_scale_up_and_restart(cluster, &operator, n).await;
             let peer = scenarios::statefulset_scale_up_and_restart(cluster, n).await;
             let ceiling = scenarios::ceiling_create(cluster, n).await;
-            rows[0].add(app.0, Some(peer.0), Some(ceiling));
-            rows[1].add(app.1, Some(peer.1), None);
+            rows[0].add(app.0.elapsed, Some(peer.0.elapsed), Some(ceiling.elapsed));
+            rows[1].add(app.1.elapsed, Some(peer.1.elapsed), None);
+            let log = writes::audit_log(&cluster.dir);
+            let per_instance = |label: &str, phase: &scenarios::Phase| {
+                writes::report(label, &writes::count(&log, &phase.window), n)
+            };
+            rows[0].add_writes(
+                per_instance(&format!("cold {n}, StatefulApp"), &app.0),
+                Some(per_instance(&format!("cold {n}, StatefulSet"), &peer.0)),
+                Some(per_instance(&format!("cold {n}, ceiling"), &ceiling)),
+            );
+            rows[1].add_writes(
+                per_instance(&format!("restart {n}, StatefulApp"), &app.1),
+                Some(per_instance(&format!("restart {n}, StatefulSet"), &peer.1)),
+                None,
+            );
             rows[0].print_progress();
             rows[1].print_progress();
         }
@@ -96,12 +114,15 @@ async fn main() {
             args.footprint_instances,
         )
         .await;
-        measured.statefulsets_converge_seconds = footprint::statefulsets_converge(
-            cluster,
-            args.footprint_apps,
-            args.footprint_instances,
-        )
-        .await;
+        if !args.no_footprint_peer {
+            measured.peer_run = true;
+            measured.statefulsets_converge_seconds = footprint::statefulsets_converge(
+                cluster,
+                args.footprint_apps,
+                args.footprint_instances,
+            )
+            .await;
+        }
         report.footprint = Some(measured);
     }
     report.print();

@@ -15,6 +15,10 @@ pub struct Row {
     pub statefulapp_seconds: Vec<f64>,
     pub statefulset_seconds: Vec<f64>,
     pub ceiling_seconds: Vec<f64>,
+    /// API write requests per instance, per repeat (see `writes.rs`).
+    pub statefulapp_writes: Vec<f64>,
+    pub statefulset_writes: Vec<f64>,
+    pub ceiling_writes: Vec<f64>,
 }
 
 impl Row {
@@ -24,6 +28,9 @@ impl Row {
             statefulapp_seconds: Vec::new(),
             statefulset_seconds: Vec::new(),
             ceiling_seconds: Vec::new(),
+            statefulapp_writes: Vec::new(),
+            statefulset_writes: Vec::new(),
+            ceiling_writes: Vec::new(),
         }
     }
 
@@ -47,6 +54,13 @@ impl Row {
         self.statefulapp_seconds.push(seconds(ours));
         self.statefulset_seconds.extend(peer.map(seconds));
         self.ceiling_seconds.extend(ceiling.map(seconds));
+    }
+
+    /// Records the writes per instance of one repeat.
+    pub fn add_writes(&mut self, ours: f64, peer: Option<f64>, ceiling: Option<f64>) {
+        self.statefulapp_writes.push(ours);
+        self.statefulset_writes.extend(peer);
+        self.ceiling_writes.extend(ceiling);
     }
 }
 
@@ -137,6 +151,28 @@ impl Report {
                 ratio(ours, ceiling)
             );
         }
+        let writes = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "\nAPI write requests per instance (medians; a pod's deletion is one request, two writes to etcd)"
+        );
+        println!(
+            "| {:<24} | {:>11} | {:>11} | {:>9} |",
+            "scenario", "StatefulApp", "StatefulSet", "ceiling"
+        );
+        println!("|{:-<26}|{:->13}|{:->13}|{:->11}|", "", "", "", "");
+        for row in self
+            .rows
+            .iter()
+            .filter(|r| !r.statefulapp_writes.is_empty())
+        {
+            println!(
+                "| {:<24} | {:>11} | {:>11} | {:>9} |",
+                row.scenario,
+                writes(median(&row.statefulapp_writes)),
+                writes(median(&row.statefulset_writes)),
+                writes(median(&row.ceiling_writes)),
+            );
+        }
         if let Some(f) = &self.footprint {
             println!(
                 "\nfootprint, {} apps x {} instances (converged in {:.0}s): RSS {:.1} MiB ({:.1} heap and stacks, {:.1} executable; {:.1} before the apps; peak {:.1} MiB), idle CPU {:.3} cores, {} API requests and {} writes per idle minute {:?}",
@@ -153,20 +189,23 @@ impl Report {
                 f.writes_per_idle_minute,
                 f.requests_by_verb
             );
-            let peer = f.statefulsets_converge_seconds;
-            println!(
-                "converged: {} apps x {} instances in {:.0}s; {} StatefulSets x {} replicas in {}: {}",
-                f.apps,
-                f.instances,
-                f.converge_seconds,
-                f.apps,
-                f.instances,
-                peer.map_or("- (timed out)".to_string(), |s| format!("{s:.0}s")),
-                peer.map_or("-".to_string(), |s| format!(
-                    "StatefulSet/StatefulApp {:.2}x",
-                    s / f.converge_seconds
-                ))
+            let converged = format!(
+                "converged: {} apps x {} instances in {:.0}s",
+                f.apps, f.instances, f.converge_seconds
             );
+            match (f.peer_run, f.statefulsets_converge_seconds) {
+                (false, _) => println!("{converged}; StatefulSet peer not run"),
+                (true, None) => println!(
+                    "{converged}; {} StatefulSets x {} replicas timed out",
+                    f.apps, f.instances
+                ),
+                (true, Some(peer)) => println!(
+                    "{converged}; {} StatefulSets x {} replicas in {peer:.0}s: StatefulSet/StatefulApp {:.2}x",
+                    f.apps,
+                    f.instances,
+                    peer / f.converge_seconds
+                ),
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use statefulapp_operator::api::StatefulApp;
 use crate::support::TestCluster;
 use crate::support::fixtures::postgres;
 use crate::support::operator::{Operator, STORAGE_CLASS};
+use crate::writes::{self, Window};
 
 /// Concurrency of the direct client (the ceiling).
 const CEILING_CONCURRENCY: usize = 64;
@@ -27,6 +28,27 @@ fn container() -> Value {
 
 async fn namespace(cluster: &TestCluster, client: &Client, prefix: &str) -> String {
     cluster.namespace(client, prefix).await
+}
+
+/// One timed phase of a scenario: how long it took (`None`: timed out) and
+/// its window in the audit log, for counting its writes.
+pub struct Phase {
+    pub elapsed: Option<Duration>,
+    pub window: Window,
+}
+
+/// Times `run`, which says whether it converged.
+async fn timed(cluster: &TestCluster, run: impl Future<Output = bool>) -> Phase {
+    let log = writes::audit_log(&cluster.dir);
+    let start = writes::mark(&log);
+    let started = Instant::now();
+    let converged = run.await;
+    let elapsed = converged.then(|| started.elapsed());
+    let end = writes::mark(&log);
+    Phase {
+        elapsed,
+        window: Window { start, end },
+    }
 }
 
 /// Pods of the app under test (not the operator's reservation pods).
@@ -109,7 +131,7 @@ pub async fn statefulapp_scale_up_and_restart(
     cluster: &TestCluster,
     _operator: &Operator,
     n: usize,
-) -> (Option<Duration>, Option<Duration>) {
+) -> (Phase, Phase) {
     let client = cluster.client().await;
     let ns = namespace(cluster, &client, "bench-sapp").await;
     let apps: Api<StatefulApp> = Api::namespaced(client.clone(), &ns);
@@ -127,30 +149,28 @@ pub async fn statefulapp_scale_up_and_restart(
                 .unwrap();
         }
     };
-    let started = Instant::now();
-    scale(n).await;
-    let cold = wait_converged(&client, &ns, SAPP_PODS, n, n)
-        .await
-        .then(|| started.elapsed());
+    let cold = timed(cluster, async {
+        scale(n).await;
+        wait_converged(&client, &ns, SAPP_PODS, n, n).await
+    })
+    .await;
 
     scale(0).await;
     // Stopped: no pod left, and every instance's resources held.
     let stopped = wait_converged(&client, &ns, SAPP_PODS, 0, n).await
         && wait_converged(&client, &ns, "statefulapp.io/reserved-for=postgres", n, n).await;
-    let started = Instant::now();
-    scale(n).await;
-    let restart =
-        (stopped && wait_converged(&client, &ns, SAPP_PODS, n, n).await).then(|| started.elapsed());
+    let restart = timed(cluster, async {
+        scale(n).await;
+        stopped && wait_converged(&client, &ns, SAPP_PODS, n, n).await
+    })
+    .await;
     cleanup(&client, &ns).await;
     (cold, restart)
 }
 
 /// The peer: a Parallel StatefulSet with volumeClaimTemplates on the same
 /// StorageClass (served by the same provisioner and agents).
-pub async fn statefulset_scale_up_and_restart(
-    cluster: &TestCluster,
-    n: usize,
-) -> (Option<Duration>, Option<Duration>) {
+pub async fn statefulset_scale_up_and_restart(cluster: &TestCluster, n: usize) -> (Phase, Phase) {
     let client = cluster.client().await;
     let ns = namespace(cluster, &client, "bench-sts").await;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -170,18 +190,19 @@ pub async fn statefulset_scale_up_and_restart(
                 .unwrap();
         }
     };
-    let started = Instant::now();
-    scale(n).await;
-    let cold = wait_converged(&client, &ns, STS_PODS, n, n)
-        .await
-        .then(|| started.elapsed());
+    let cold = timed(cluster, async {
+        scale(n).await;
+        wait_converged(&client, &ns, STS_PODS, n, n).await
+    })
+    .await;
 
     scale(0).await;
     let stopped = wait_converged(&client, &ns, STS_PODS, 0, n).await;
-    let started = Instant::now();
-    scale(n).await;
-    let restart =
-        (stopped && wait_converged(&client, &ns, STS_PODS, n, n).await).then(|| started.elapsed());
+    let restart = timed(cluster, async {
+        scale(n).await;
+        stopped && wait_converged(&client, &ns, STS_PODS, n, n).await
+    })
+    .await;
     cleanup(&client, &ns).await;
     (cold, restart)
 }
@@ -220,24 +241,25 @@ pub fn statefulset(name: &str, replicas: usize, labels: Value, requests: Value) 
 /// volume bound to it and the pod already placed on the volume's node, with
 /// bounded concurrency: no scheduler, provisioner, binder or controller in
 /// the way, only the API server's own work.
-pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Option<Duration> {
+pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Phase {
     let client = cluster.client().await;
     let ns = namespace(cluster, &client, "bench-ceiling").await;
     let nodes = cluster.nodes.clone();
-    let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let (client, ns, node) = (client.clone(), ns.clone(), nodes[i % nodes.len()].clone());
-            async move { create_direct(&client, &ns, i, &node).await }
-        })
-        .buffer_unordered(CEILING_CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-    let elapsed = wait_converged(&client, &ns, "", n, n)
-        .await
-        .then(|| started.elapsed());
+    let phase = timed(cluster, async {
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let (client, ns, node) =
+                    (client.clone(), ns.clone(), nodes[i % nodes.len()].clone());
+                async move { create_direct(&client, &ns, i, &node).await }
+            })
+            .buffer_unordered(CEILING_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+        wait_converged(&client, &ns, "", n, n).await
+    })
+    .await;
     cleanup(&client, &ns).await;
-    elapsed
+    phase
 }
 
 /// One instance the shortest way: the claim, its volume already bound to it
