@@ -275,8 +275,17 @@ async fn reconcile_app(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Reque
     let converged = plan.actions.is_empty()
         && status.ready == desired
         && status.instances.len() as i32 == desired + status.stopped;
-    if let Some(wait) =
-        status::write(&apps, &ctx.status_writes, &key, &app, &status, converged).await?
+    let seen = ctx.caches.seen_status(&key);
+    if let Some(wait) = status::write(
+        &apps,
+        &ctx.status_writes,
+        &key,
+        &app,
+        seen,
+        &status,
+        converged,
+    )
+    .await?
     {
         return Ok(Requeue::requeue(wait));
     }

@@ -8,17 +8,21 @@
 //!
 //! With capacity checks on (see [`crate::capacity`]), it makes a new volume
 //! only if it fits in what the node's agent published, recounting the
-//! node's reservations first, one claim per node at a time; a claim that
+//! node's reservations first, with the volumes it is making there at the
+//! same time (see [`in_flight`]); a claim that
 //! does not fit goes back to the scheduler (the selected-node annotation
 //! removed, as Kubernetes' external provisioner does) with a Warning Event.
 
 mod bind;
 mod claim;
 mod foreign;
+mod in_flight;
 mod resize;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use self::in_flight::InFlight;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -90,8 +94,8 @@ pub struct Provisioner {
     /// for kube-controller-manager to annotate it with its provisioner.
     classes: reflector::Store<StorageClass>,
     classes_writer: Mutex<Option<reflector::store::Writer<StorageClass>>>,
-    /// One lock per node: claims of a node are checked and made one at a time.
-    node_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The volumes being made, per node, for the capacity checks.
+    in_flight: InFlight,
     recorder: Recorder,
 }
 
@@ -124,7 +128,7 @@ impl Provisioner {
             image_filesystem: ImageFilesystem::Ext4,
             any_claim: false,
             nodes: None,
-            node_locks: Mutex::new(BTreeMap::new()),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -144,14 +148,6 @@ impl Provisioner {
         self.classes
             .get(&reflector::ObjectRef::new(class))
             .map(|class| class.provisioner.clone())
-    }
-
-    fn node_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .node_locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        locks.entry(node.to_string()).or_default().clone()
     }
 }
 
@@ -275,30 +271,23 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         return Ok(Requeue::await_change());
     }
     // A volume object re-made for a bound claim holds data already there.
-    let lock = ctx.node_lock(node);
-    // Held until the volume exists, so the next claim of the node counts it;
-    // the bind needs no lock.
-    let one_at_a_time = match (&ctx.capacity_namespace, &bound_to) {
+    // A new one stays in the ledger until it exists, so that the node's
+    // other claims count it; the bind needs no ledger.
+    let entered = match (&ctx.capacity_namespace, &bound_to) {
         (Some(namespace), None) => {
-            let guard = lock.lock().await;
+            let (entry, others) = ctx.in_flight.enter(node, &name, request);
             let class = class_of(&claim);
-            let (made, fit) = tokio::try_join!(
-                async { Ok::<_, Error>(volumes.get_opt(&name).await?) },
-                fits(&ctx, namespace, &class, node, request),
-            )?;
-            if made.is_some() {
-                return Ok(Requeue::await_change());
-            }
-            if let Err(refusal) = fit {
+            if let Err(refusal) = fits(&ctx, namespace, &class, node, &others, request).await? {
+                drop(entry);
                 send_back(&ctx, &claim, refusal).await?;
                 return Ok(Requeue::await_change());
             }
-            Some(guard)
+            Some(entry)
         }
         _ => None,
     };
     let created = volumes.create(&post_params(), &volume).await;
-    drop(one_at_a_time);
+    drop(entered);
     match created {
         Ok(volume) => {
             ctx.provisioned.inc();
@@ -315,12 +304,14 @@ async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
 
 /// Whether `request` more bytes fit on `node`: the room its agent
 /// published against the sizes (or usage, where larger) of the volumes
-/// the node holds now, read fresh from the API server.
+/// the node holds now, read fresh from the API server, and of those being
+/// made there (`in_flight`).
 async fn fits(
     ctx: &Provisioner,
     namespace: &str,
     class: &str,
     node: &str,
+    in_flight: &BTreeMap<String, u64>,
     request: u64,
 ) -> Result<Result<(), Refusal>> {
     let capacities: Api<CSIStorageCapacity> = Api::namespaced(ctx.client.clone(), namespace);
@@ -336,14 +327,16 @@ async fn fits(
             .get(ANNOTATION_ROOM)
             .and_then(|r| r.parse().ok())
     });
-    let reservations = volumes.items.iter().map(|pv| {
+    let listed = volumes.items.iter().map(|pv| {
         let used = pv
             .annotations()
             .get(ANNOTATION_USED)
             .and_then(|u| u.parse().ok())
             .unwrap_or(0);
-        capacity::reservation(capacity::volume_size(pv), used)
+        let reservation = capacity::reservation(capacity::volume_size(pv), used);
+        (pv.name_any(), reservation)
     });
+    let reservations = in_flight::reservations(listed, in_flight);
     Ok(capacity::check(node, class, room, reservations, request))
 }
 

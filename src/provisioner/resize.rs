@@ -84,16 +84,23 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
     let size = volume_size(&pv);
     if size < request {
         let node = pv.labels().get(LABEL_NODE).cloned().unwrap_or_default();
-        let lock = ctx.node_lock(&node);
-        let _one_at_a_time = lock.lock().await;
+        // In the ledger until the new capacity is written, as a volume
+        // being made (its own name: the list shows the volume's old size).
+        let mut _growing = None;
         if let Some(namespace) = &ctx.capacity_namespace {
+            let (entry, others) =
+                ctx.in_flight
+                    .enter(&node, &format!("{volume_name} (growing)"), request - size);
+            _growing = Some(entry);
             let class = claim.spec.storage_class_name.clone().unwrap_or_else(|| {
                 pv.spec
                     .as_ref()
                     .and_then(|s| s.storage_class_name.clone())
                     .unwrap_or_default()
             });
-            if let Err(refusal) = fits(ctx, namespace, &class, &node, request - size).await? {
+            if let Err(refusal) =
+                fits(ctx, namespace, &class, &node, &others, request - size).await?
+            {
                 let note = format!(
                     "volume {volume_name} cannot grow from {} to {}: {refusal} more; tried again every minute",
                     human(size),

@@ -22,6 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+mod apps;
 mod by_app;
 pub mod claims;
 pub mod meta;
@@ -30,6 +31,7 @@ pub mod nodes;
 pub mod pods;
 pub mod volumes;
 
+use self::apps::SeenStatuses;
 use self::by_app::{ByApp, FileAs, by_app};
 use self::namespaces::NamespaceStore;
 use self::nodes::NodeCache;
@@ -54,6 +56,9 @@ pub type Updates<K> = BoxStream<'static, Result<K, watcher::Error>>;
 #[derive(Clone)]
 pub struct Caches {
     apps: Store<StatefulApp>,
+    /// A digest of each app's status as the API server last showed it
+    /// (the app store keeps only part of it).
+    statuses: SeenStatuses,
     pods: ByApp<PodEntry>,
     reservations: ByApp<ReservationEntry>,
     claims: ByApp<ClaimEntry>,
@@ -83,7 +88,11 @@ pub struct Feeds {
 pub fn start(client: &Client) -> (Caches, Feeds) {
     let labelled = || watcher::Config::default().labels(LABEL_APP);
     let all = watcher::Config::default;
-    let (apps, apps_feed) = cached(Api::all(client.clone()), all(), slim_app);
+    let statuses = SeenStatuses::default();
+    let recorder = statuses.clone();
+    let (apps, apps_feed) = cached(Api::all(client.clone()), all(), move |app| {
+        recorder.slim(app)
+    });
     let (pods, pods_feed) = grouped(Api::all(client.clone()), labelled(), pod_entry);
     let reserving = watcher::Config::default().labels(LABEL_RESERVED_FOR);
     let (reservations, reservations_feed) =
@@ -99,6 +108,7 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     );
     let caches = Caches {
         apps,
+        statuses,
         pods,
         reservations,
         claims,
@@ -120,7 +130,11 @@ pub fn start(client: &Client) -> (Caches, Feeds) {
     (caches, feeds)
 }
 
-fn cached<K>(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> (Store<K>, Updates<K>)
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, Updates<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
@@ -193,20 +207,17 @@ pub(super) fn in_labelled_namespace<K: Resource>(object: &K) -> Option<AppKey> {
     ))
 }
 
-/// An app as the user wrote it, less `managedFields` and kubectl's copy of
-/// the whole object in `last-applied-configuration`.
-fn slim_app(app: &mut StatefulApp) {
-    app.metadata.managed_fields = None;
-    if let Some(annotations) = &mut app.metadata.annotations {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
 impl Caches {
     /// The nodes, as cached for every reconcile (the provisioner reads
     /// their hostnames there).
     pub fn nodes(&self) -> NodeStore {
         self.nodes.clone()
+    }
+
+    /// A digest of app `key`'s (`namespace/name`) status as the API server
+    /// last showed it.
+    pub fn seen_status(&self, key: &str) -> Option<u64> {
+        self.statuses.get(key)
     }
 
     /// The app store the controller serves from.

@@ -21,9 +21,10 @@ use crate::names::{InstanceId, patch_params};
 
 pub use self::compute::{LISTED, StatusInput, compute_status, data_missing};
 pub use self::failure::{failure_conditions, report_failure};
-pub use self::throttle::StatusWrites;
+pub use self::throttle::{StatusWrites, digest};
 
-/// Writes `status` to `app` unless it already shows it. While instances
+/// Writes `status` to `app` unless the API server already shows it
+/// (`seen`: the digest of the status it showed last). While instances
 /// come and go, progress is written at most once per interval (see
 /// [`throttle`]): a status of hundreds of instances rewritten on every pod
 /// event costs the API server more than the pods do. `Some(wait)`: held
@@ -33,14 +34,12 @@ pub async fn write(
     writes: &StatusWrites,
     key: &str,
     app: &StatefulApp,
+    seen: Option<u64>,
     status: &StatefulAppStatus,
     converged: bool,
 ) -> Result<Option<Duration>> {
-    if app.status.as_ref() == Some(status) {
-        return Ok(None);
-    }
-    let digest = throttle::digest(status);
-    if writes.just_wrote(key, digest) {
+    let digest = digest(status);
+    if seen == Some(digest) || writes.just_wrote(key, digest) {
         return Ok(None);
     }
     if let Some(wait) = writes.hold(key, converged) {
