@@ -21,7 +21,7 @@ use support::TestCluster;
 #[command(about = "StatefulApp operator benchmarks against StatefulSet and a direct client")]
 struct Args {
     /// Instance counts for cold scale-up and restart.
-    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
     sizes: Vec<usize>,
     /// Repeats of each measurement (the median is reported); 0 runs only
     /// the footprint scenario.

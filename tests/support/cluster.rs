@@ -608,6 +608,9 @@ fn audit_args(dir: &Path) -> Vec<String> {
         format!("--audit-policy-file={}", policy.display()),
         format!("--audit-log-path={}", dir.join("audit.log").display()),
         "--audit-log-format=json".into(),
+        // One file for the whole run: the bench counts each phase's
+        // requests by offset (the API server rotates at 100 MB otherwise).
+        "--audit-log-maxsize=0".into(),
         "--audit-log-mode=batch".into(),
         "--audit-log-batch-max-wait=1s".into(),
     ]
