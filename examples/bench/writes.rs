@@ -40,15 +40,18 @@ pub fn mark(log: &Path) -> Mark {
 /// are left out: they go on whatever runs. Read once every event of the
 /// window is in the log (the API server flushes it within a second or so).
 pub fn count(log: &Path, window: &Window) -> BTreeMap<String, usize> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     if let Ok(mut file) = std::fs::File::open(log) {
         // Events are written in batches: start a little before the mark and
         // let the timestamps decide.
         let from = window.start.offset.saturating_sub(1 << 20);
         if file.seek(SeekFrom::Start(from)).is_ok() {
-            let _ = file.read_to_string(&mut text);
+            let _ = file.read_to_end(&mut bytes);
         }
     }
+    // Lossy: the first line may be cut inside a character, and one
+    // character that is not UTF-8 must not make the whole window empty.
+    let text = String::from_utf8_lossy(&bytes);
     let mut writes = BTreeMap::new();
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
