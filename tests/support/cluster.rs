@@ -609,8 +609,9 @@ fn audit_args(dir: &Path) -> Vec<String> {
         format!("--audit-log-path={}", dir.join("audit.log").display()),
         "--audit-log-format=json".into(),
         // One file for the whole run: the bench counts each phase's
-        // requests by offset (the API server rotates at 100 MB otherwise).
-        "--audit-log-maxsize=0".into(),
+        // requests by offset (rotation is at 100 MB unless a size is given;
+        // 0 is not "never").
+        "--audit-log-maxsize=100000".into(),
         "--audit-log-mode=batch".into(),
         "--audit-log-batch-max-wait=1s".into(),
     ]
