@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -225,9 +225,16 @@ async fn a_node_whose_kubelet_stops_turns_not_ready() {
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     );
     let kubelet = cluster.add_detachable_node(&client, &name).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    // Cordoned at once: the other tests of this plane place pods on any
+    // node, and none would run on this one once its kubelet is gone.
+    let cordon = json!({ "spec": { "unschedulable": true } });
+    nodes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&cordon))
+        .await
+        .expect("cordon the node");
 
     drop(kubelet);
-    let nodes: Api<Node> = Api::all(client.clone());
     let condition = wait_until(NODE_MONITOR_GRACE + WAIT, "node NotReady", || {
         let nodes = nodes.clone();
         let name = name.clone();
