@@ -21,8 +21,6 @@ mod resize;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-
-use self::in_flight::InFlight;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,6 +35,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::json;
 
+use self::in_flight::InFlight;
 use crate::agent::IMAGE_DATA;
 use crate::capacity::{self, ANNOTATION_ROOM, ANNOTATION_USED, Refusal};
 use crate::controller::cache::NodeStore;
