@@ -348,7 +348,8 @@ fn requested_bytes(claim: &ClaimRequest) -> Result<u64> {
         .spec
         .resources
         .requests
-        .get("storage")
+        .storage
+        .as_ref()
         .and_then(|q| crate::quantity::bytes(&q.0))
         .ok_or_else(|| Error::Invalid("claim without a valid storage request".into()))
 }
@@ -431,7 +432,8 @@ fn volume_for(
     let size = spec
         .resources
         .requests
-        .get("storage")
+        .storage
+        .as_ref()
         .ok_or_else(|| Error::Invalid("claim without a storage request".into()))?;
     let mut labels: BTreeMap<String, String> = claim
         .labels()

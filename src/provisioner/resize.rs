@@ -17,10 +17,7 @@
 //! The kubelet does nothing: it expands on the node only for claims whose
 //! resize status asks it to, and none is set here.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, Patch};
@@ -29,7 +26,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::claim::ClaimRequest;
+use super::claim::{ClaimRequest, Storage};
 use super::{Provisioner, fits, warn};
 use crate::Result;
 use crate::capacity::volume_size;
@@ -43,8 +40,8 @@ use crate::quantity::{bytes, human};
 /// until the growth is done.
 pub const ANNOTATION_PRE_RESIZE_CAPACITY: &str = "volume.alpha.kubernetes.io/pre-resize-capacity";
 
-fn storage(quantities: &BTreeMap<String, Quantity>) -> Option<u64> {
-    quantities.get("storage").and_then(|q| bytes(&q.0))
+fn storage(quantities: &Storage) -> Option<u64> {
+    quantities.storage.as_ref().and_then(|q| bytes(&q.0))
 }
 
 /// How often a growth waiting for the node's agent looks again.
@@ -53,7 +50,7 @@ const AGENT_PATIENCE: Duration = Duration::from_secs(2);
 const ROOM_PATIENCE: Duration = Duration::from_secs(60);
 
 pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Result<Requeue> {
-    let asked = claim.spec.resources.requests.get("storage");
+    let asked = claim.spec.resources.requests.storage.as_ref();
     let (Some(asked), Some(request), Some(volume_name)) = (
         asked,
         asked.and_then(|q| bytes(&q.0)),
