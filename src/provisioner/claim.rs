@@ -8,10 +8,10 @@
 //! over 500 bytes, two of them a kilobyte per claim in the cluster.
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
+use crate::controller::cache::claims::StorageRequest;
 use crate::partial::core_v1_kind;
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -58,7 +58,7 @@ impl ClaimRequest {
 pub struct ClaimPhase {
     pub phase: Option<String>,
     #[serde(default)]
-    pub capacity: Storage,
+    pub capacity: StorageRequest,
 }
 core_v1_kind!(
     ClaimRequest,
@@ -80,19 +80,13 @@ pub struct RequestSpec {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Resources {
     #[serde(default)]
-    pub requests: Storage,
-}
-
-/// A resource list (`{"storage": "1Gi", ...}`) of which only the storage
-/// quantity is read; other resources are not kept.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-pub struct Storage {
-    pub storage: Option<Quantity>,
+    pub requests: StorageRequest,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
     #[test]

@@ -348,9 +348,7 @@ fn requested_bytes(claim: &ClaimRequest) -> Result<u64> {
         .spec
         .resources
         .requests
-        .storage
-        .as_ref()
-        .and_then(|q| crate::quantity::bytes(&q.0))
+        .bytes()
         .ok_or_else(|| Error::Invalid("claim without a valid storage request".into()))
 }
 

@@ -26,7 +26,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::claim::{ClaimRequest, Storage};
+use super::claim::ClaimRequest;
 use super::{Provisioner, fits, warn};
 use crate::Result;
 use crate::capacity::volume_size;
@@ -34,15 +34,11 @@ use crate::names::{
     ANNOTATION_FILESYSTEM_SIZE, ANNOTATION_SIZE_ENFORCEMENT, LABEL_NODE, SizeEnforcement,
     patch_params,
 };
-use crate::quantity::{bytes, human};
+use crate::quantity::human;
 
 /// Kubernetes' annotation on a volume being grown: the claim's capacity
 /// until the growth is done.
 pub const ANNOTATION_PRE_RESIZE_CAPACITY: &str = "volume.alpha.kubernetes.io/pre-resize-capacity";
-
-fn storage(quantities: &Storage) -> Option<u64> {
-    quantities.storage.as_ref().and_then(|q| bytes(&q.0))
-}
 
 /// How often a growth waiting for the node's agent looks again.
 const AGENT_PATIENCE: Duration = Duration::from_secs(2);
@@ -53,12 +49,12 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
     let asked = claim.spec.resources.requests.storage.as_ref();
     let (Some(asked), Some(request), Some(volume_name)) = (
         asked,
-        asked.and_then(|q| bytes(&q.0)),
+        claim.spec.resources.requests.bytes(),
         claim.spec.volume_name.as_deref(),
     ) else {
         return Ok(Requeue::await_change());
     };
-    let capacity = storage(&claim.status.capacity).unwrap_or(0);
+    let capacity = claim.status.capacity.bytes().unwrap_or(0);
     if request <= capacity || claim.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }

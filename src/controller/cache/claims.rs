@@ -47,6 +47,15 @@ pub struct StorageRequest {
     pub storage: Option<Quantity>,
 }
 
+impl StorageRequest {
+    /// The storage quantity in bytes, if it is set and valid.
+    pub fn bytes(&self) -> Option<u64> {
+        self.storage
+            .as_ref()
+            .and_then(|q| crate::quantity::bytes(&q.0))
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Phase {
     pub phase: Option<String>,
@@ -78,19 +87,8 @@ impl From<&CachedClaim> for ClaimEntry {
             meta: Meta::of(&claim.metadata),
             volume_name: claim.spec.volume_name.clone(),
             bound: claim.status.phase.as_deref() == Some("Bound"),
-            requested: claim
-                .spec
-                .resources
-                .requests
-                .storage
-                .as_ref()
-                .and_then(|q| crate::quantity::bytes(&q.0)),
-            capacity: claim
-                .status
-                .capacity
-                .storage
-                .as_ref()
-                .and_then(|q| crate::quantity::bytes(&q.0)),
+            requested: claim.spec.resources.requests.bytes(),
+            capacity: claim.status.capacity.bytes(),
         }
     }
 }
