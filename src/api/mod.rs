@@ -3,6 +3,7 @@
 
 mod spec;
 mod status;
+mod template;
 
 pub use spec::{
     Disruption, KillSelection, MAX_APP_VOLUMES, MAX_INSTANCES, MAX_VOLUMES, NodeLossAction,
@@ -13,3 +14,4 @@ pub use status::{
     InstanceState, InstanceStatus, ReservationState, ReservationStatus, StatefulAppStatus,
     VolumeStatus,
 };
+pub use template::PodTemplate;

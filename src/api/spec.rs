@@ -3,12 +3,12 @@
 //! Every rule a user can break is checked by the API server itself (OpenAPI
 //! schema and CEL rules), so `kubectl apply` of a bad object fails at once.
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::status::StatefulAppStatus;
+use super::template::PodTemplate;
 
 /// Most instances an app may ask for (`spec.instances`).
 pub const MAX_INSTANCES: i32 = 1000;
@@ -55,7 +55,7 @@ pub struct StatefulAppSpec {
     pub instances: i32,
 
     /// The pod each instance runs. Volumes of `volumes` are added to it.
-    pub template: PodTemplateSpec,
+    pub template: PodTemplate,
 
     /// Persistent local volumes, created once per instance on its node.
     /// Immutable after creation, except that a volume's `size` may grow.

@@ -341,7 +341,7 @@ impl Applier<'_> {
     /// The pod that holds a stopped instance's resources on `node`.
     fn reservation(&self, uuid: Uuid, node: &str, reclaim: Option<&str>) -> Result<Pod> {
         let instance = self.instance(uuid);
-        let template = self.app.spec.template.spec.clone().unwrap_or_default();
+        let template = self.app.spec.template.get().spec.unwrap_or_default();
         let owner = self
             .app
             .controller_owner_ref(&())
@@ -375,8 +375,8 @@ impl Applier<'_> {
 
     fn pod(&self, uuid: Uuid) -> Result<Pod> {
         let instance = self.instance(uuid);
-        let template = &self.app.spec.template;
-        let mut metadata = template.metadata.clone().unwrap_or_default();
+        let template = self.app.spec.template.get();
+        let mut metadata = template.metadata.unwrap_or_default();
         metadata
             .labels
             .get_or_insert_default()
@@ -394,7 +394,6 @@ impl Applier<'_> {
         }
         let mut spec = template
             .spec
-            .clone()
             .ok_or_else(|| Error::Invalid("spec.template.spec is missing".into()))?;
         for volume in &self.app.spec.volumes {
             let pod_volume = pod_volume_name(&volume.name);

@@ -66,16 +66,26 @@ pub fn template_hash(app: &StatefulApp) -> String {
         .iter()
         .map(|v| serde_json::json!([v.name, v.mount_path, v.containers]))
         .collect();
-    let input = serde_json::to_vec(&(&app.spec.template, mounts)).expect("serializable");
-    hex::encode(&Sha256::digest(&input)[..8])
+    hash_with(app, &mounts)
 }
 
 /// The hash pods were stamped with before volumes could grow (sizes
 /// included): a pod stamped with it for the current spec is current, so
 /// an upgrade of the operator restarts nothing.
 fn template_hash_with_sizes(app: &StatefulApp) -> String {
-    let input = serde_json::to_vec(&(&app.spec.template, &app.spec.volumes)).expect("serializable");
-    hex::encode(&Sha256::digest(&input)[..8])
+    hash_with(app, &app.spec.volumes)
+}
+
+/// The hash of `serde_json::to_vec(&(template, volumes))`, written out from
+/// the template's own JSON (see [`crate::api::PodTemplate::json`]).
+fn hash_with(app: &StatefulApp, volumes: &impl serde::Serialize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"[");
+    hasher.update(app.spec.template.json().as_bytes());
+    hasher.update(b",");
+    hasher.update(serde_json::to_vec(volumes).expect("serializable"));
+    hasher.update(b"]");
+    hex::encode(&hasher.finalize()[..8])
 }
 
 pub fn observe(
@@ -85,7 +95,7 @@ pub fn observe(
     reservations: &ReservationConfig,
     now: Timestamp,
 ) -> Observed {
-    let pod_spec = app.spec.template.spec.clone().unwrap_or_default();
+    let pod_spec = app.spec.template.get().spec.unwrap_or_default();
     let deleting = app.metadata.deletion_timestamp.is_some();
     let wipe_on_delete = app
         .annotations()
@@ -393,6 +403,24 @@ mod tests {
         assert_ne!(
             template_hash_with_sizes(&small),
             template_hash_with_sizes(&app("1Gi", "/data"))
+        );
+    }
+
+    #[test]
+    fn hashes_are_those_running_pods_were_stamped_with() {
+        // Before templates were kept as JSON, the hashes were taken of the
+        // serialized structs: pods stamped then must stay current.
+        let db = app("100Mi", "/data");
+        let template = db.spec.template.get();
+        let hash = |input: Vec<u8>| hex::encode(&Sha256::digest(&input)[..8]);
+        let mounts = vec![serde_json::json!(["data", "/data", null])];
+        assert_eq!(
+            template_hash(&db),
+            hash(serde_json::to_vec(&(&template, mounts)).unwrap())
+        );
+        assert_eq!(
+            template_hash_with_sizes(&db),
+            hash(serde_json::to_vec(&(&template, &db.spec.volumes)).unwrap())
         );
     }
 

@@ -29,7 +29,7 @@ fn refusal(value: Value) -> String {
 }
 
 fn pod(imported: &ImportedApp) -> Value {
-    serde_json::to_value(imported.app.spec.template.spec.as_ref().unwrap()).unwrap()
+    serde_json::to_value(imported.app.spec.template.get().spec.as_ref().unwrap()).unwrap()
 }
 
 fn env_of(pod: &Value) -> BTreeMap<String, Value> {
