@@ -1,7 +1,8 @@
 //! A claim as the provisioner reads it (a partial object, see
 //! [`crate::partial`]). The provisioner watches the claims of every
 //! StorageClass (a watch cannot select on the class), so its cache holds
-//! only identity, annotations and the request; of a bound claim, only its
+//! only identity, annotations and the request. A bound claim is kept only
+//! while it asks to grow (see [`ClaimRequest::at_rest`]), and then only its
 //! identity, volume and storage request and capacity, what a growth reads
 //! (see [`ClaimRequest::forget_if_bound`]). Of the request and the
 //! capacity it keeps only the storage quantity: a map of one entry costs
@@ -26,6 +27,16 @@ pub struct ClaimRequest {
 impl ClaimRequest {
     pub fn is_bound(&self) -> bool {
         self.status.phase.as_deref() == Some("Bound")
+    }
+
+    /// A bound claim that asks for no more than it holds: nothing for the
+    /// provisioner to do until an update asks it to grow.
+    pub fn at_rest(&self) -> bool {
+        let request = self.spec.resources.requests.bytes();
+        let capacity = self.status.capacity.bytes().unwrap_or(0);
+        self.is_bound()
+            && self.metadata.deletion_timestamp.is_none()
+            && request.is_none_or(|request| request <= capacity)
     }
 
     /// A bound claim needs no provisioning: keep its identity, and what
@@ -133,6 +144,24 @@ mod tests {
         assert_eq!(bound.spec.resources.requests.storage, one_gib);
         assert_eq!(bound.status.capacity.storage, one_gib);
         assert_eq!(bound.spec.volume_name.as_deref(), Some("pv"));
+    }
+
+    #[test]
+    fn a_bound_claim_is_at_rest_until_it_asks_for_more_than_it_holds() {
+        assert!(claim("Bound").at_rest());
+        assert!(!claim("Pending").at_rest());
+        assert!(!claim("Lost").at_rest());
+        let mut growing = claim("Bound");
+        growing.spec.resources.requests.storage = Some(Quantity("2Gi".into()));
+        assert!(!growing.at_rest());
+        growing.status.capacity.storage = Some(Quantity("2Gi".into()));
+        assert!(growing.at_rest());
+        let mut deleting = claim("Bound");
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(!deleting.at_rest());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use kube::api::{Api, ListParams, Patch};
@@ -178,8 +178,9 @@ pub async fn run(provisioner: Arc<Provisioner>) {
     let updates = watcher(claims, watcher::Config::default())
         .default_backoff()
         .modify(slim_claim)
+        .try_filter_map(|event| std::future::ready(Ok(without_claims_at_rest(event))))
         .reflect(writer)
-        .touched_objects();
+        .applied_objects();
     let config = controller::Config::default().concurrency(provisioner.max_concurrent);
     let provisioning = Controller::for_stream(errors_logged(updates, "claims"), store)
         .with_config(config)
@@ -190,6 +191,20 @@ pub async fn run(provisioner: Arc<Provisioner>) {
     tokio::select! {
         _ = provisioning => {}
         _ = classes => {}
+    }
+}
+
+/// Most claims in a cluster are bound and ask for no more than they hold
+/// ([`ClaimRequest::at_rest`]): they leave the store, and an update that
+/// asks one to grow brings it back. (Deleted claims need nothing either:
+/// only applied claims trigger a reconcile.)
+fn without_claims_at_rest(
+    event: watcher::Event<ClaimRequest>,
+) -> Option<watcher::Event<ClaimRequest>> {
+    match event {
+        watcher::Event::Apply(claim) if claim.at_rest() => Some(watcher::Event::Delete(claim)),
+        watcher::Event::InitApply(claim) if claim.at_rest() => None,
+        other => Some(other),
     }
 }
 
@@ -499,4 +514,43 @@ fn volume_for(
         },
     });
     Ok(serde_json::from_value(volume)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    fn claim(phase: &str, request: &str) -> ClaimRequest {
+        serde_json::from_value(json!({
+            "metadata": { "name": "c", "namespace": "ns" },
+            "spec": { "volumeName": "pv", "resources": { "requests": { "storage": request } } },
+            "status": { "phase": phase, "capacity": { "storage": "1Gi" } },
+        }))
+        .unwrap()
+    }
+
+    fn kept(event: Event<ClaimRequest>) -> Option<&'static str> {
+        without_claims_at_rest(event).map(|event| match event {
+            Event::Apply(_) => "apply",
+            Event::Delete(_) => "delete",
+            Event::InitApply(_) => "init-apply",
+            Event::Init => "init",
+            Event::InitDone => "init-done",
+        })
+    }
+
+    #[test]
+    fn bound_claims_at_rest_leave_the_store_and_others_stay() {
+        assert_eq!(kept(Event::Apply(claim("Bound", "1Gi"))), Some("delete"));
+        assert_eq!(kept(Event::InitApply(claim("Bound", "1Gi"))), None);
+        assert_eq!(kept(Event::Apply(claim("Bound", "2Gi"))), Some("apply"));
+        assert_eq!(
+            kept(Event::InitApply(claim("Pending", "1Gi"))),
+            Some("init-apply")
+        );
+        assert_eq!(kept(Event::Delete(claim("Bound", "1Gi"))), Some("delete"));
+        assert_eq!(kept(Event::InitDone), Some("init-done"));
+    }
 }
