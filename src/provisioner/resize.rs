@@ -54,10 +54,10 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
     ) else {
         return Ok(Requeue::await_change());
     };
-    let capacity = claim.status.capacity.bytes().unwrap_or(0);
-    if request <= capacity || claim.metadata.deletion_timestamp.is_some() {
+    if claim.at_rest() {
         return Ok(Requeue::await_change());
     }
+    let capacity = claim.status.capacity.bytes().unwrap_or(0);
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let Some(mut pv) = volumes.get_opt(volume_name).await? else {
         return Ok(Requeue::await_change());
