@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use statefulapp_operator::api::StatefulApp;
 
-use crate::scenarios::statefulset;
+use crate::scenarios::{cleanup, statefulset, wait_cleared};
 use crate::support::TestCluster;
 use crate::support::fixtures::postgres;
 use crate::support::operator::{
@@ -44,7 +44,8 @@ pub struct Footprint {
     pub requests_by_verb: BTreeMap<String, usize>,
     /// The peer: as many Parallel StatefulSets of as many replicas (claims
     /// of the same StorageClass), created the same way on the same plane
-    /// after the operator's apps were measured; seconds until every pod ran.
+    /// once the operator's apps were measured and removed with their pods,
+    /// claims and volumes; seconds until every pod ran.
     pub statefulsets_converge_seconds: Option<f64>,
     /// Whether the peer ran (`--no-footprint-peer` skips it).
     pub peer_run: bool,
@@ -106,6 +107,7 @@ pub async fn measure(
         .collect::<Vec<()>>()
         .await;
     let total = apps * instances;
+    let mut progress = Progress::new("StatefulApp instances", total);
     loop {
         let list = api.list(&ListParams::default()).await.unwrap().items;
         let running: i32 = list
@@ -116,6 +118,7 @@ pub async fn measure(
         if running as usize == total {
             break;
         }
+        progress.report(running as usize, started);
         assert!(
             started.elapsed() < Duration::from_secs(3600),
             "footprint apps not converged"
@@ -138,6 +141,12 @@ pub async fn measure(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = memory(pid);
     let by_verb = audit_requests(&cluster.dir.join("audit.log"), &window_start, &window_end);
+    // The peer must not meet these 5,000 (or 20,000) objects on the plane:
+    // kube-scheduler, the binder and the API server would work through them
+    // too, and the peer would be slower for it.
+    eprintln!("bench: footprint: removing the apps' pods, claims and volumes");
+    cleanup(&client, &ns).await;
+    wait_cleared(&client, &ns).await;
     let writes = ["create", "update", "patch", "delete", "deletecollection"]
         .iter()
         .map(|v| by_verb.get(*v).copied().unwrap_or(0))
@@ -194,6 +203,7 @@ pub async fn statefulsets_converge(
         .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let total = apps * instances;
+    let mut progress = Progress::new("StatefulSet pods", total);
     while started.elapsed() < Duration::from_secs(3600) {
         let list = pods
             .list(&ListParams::default().labels("bench=footprint"))
@@ -209,12 +219,44 @@ pub async fn statefulsets_converge(
             eprintln!("bench: footprint: {total} StatefulSet pods running after {seconds:.0}s");
             return Some(seconds);
         }
+        progress.report(running, started);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     None
 }
 
 /// RFC 3339 time as the audit log writes it (UTC, micro-seconds).
+/// A line a minute while a large run converges, so that a run stopped
+/// early still says how far each system got.
+struct Progress {
+    what: &'static str,
+    total: usize,
+    next: Duration,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: usize) -> Self {
+        Self {
+            what,
+            total,
+            next: Duration::from_secs(60),
+        }
+    }
+
+    fn report(&mut self, running: usize, started: Instant) {
+        let elapsed = started.elapsed();
+        if elapsed >= self.next {
+            eprintln!(
+                "bench: footprint: {running} of {} {} running after {:.0}s",
+                self.total,
+                self.what,
+                elapsed.as_secs_f64()
+            );
+            self.next += Duration::from_secs(60);
+        }
+    }
+}
+
 fn chrono_now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }

@@ -371,7 +371,7 @@ pub async fn statefulapp_wipe(
 
 /// Deletes what a scenario left (workloads, pods, claims, released volumes)
 /// so that later scenarios start from an empty cluster.
-async fn cleanup(client: &Client, ns: &str) {
+pub async fn cleanup(client: &Client, ns: &str) {
     let dp = kube::api::DeleteParams::default().grace_period(0);
     let lp = ListParams::default();
     let _ = Api::<StatefulApp>::namespaced(client.clone(), ns)
@@ -386,26 +386,78 @@ async fn cleanup(client: &Client, ns: &str) {
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .delete_collection(&dp, &lp)
         .await;
-    // Volumes of the bench are held by the agents' finalizer (no wipe): drop
-    // it, the data dirs are throwaway here.
+    remove_volumes(client, ns).await;
+}
+
+/// Volumes of the bench are held by the agents' finalizer (no wipe): drop
+/// it, the data dirs are throwaway here. Concurrently: a footprint run
+/// leaves thousands.
+async fn remove_volumes(client: &Client, ns: &str) {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    for pv in volumes.list(&lp).await.map(|l| l.items).unwrap_or_default() {
-        let ours = pv
-            .spec
-            .as_ref()
-            .and_then(|s| s.claim_ref.as_ref())
-            .and_then(|r| r.namespace.as_deref())
-            == Some(ns);
-        if ours {
-            let patch = json!({ "metadata": { "finalizers": null } });
-            let _ = volumes
-                .patch(
-                    &pv.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await;
-            let _ = volumes.delete(&pv.name_any(), &dp).await;
+    futures::stream::iter(volumes_of(client, ns).await)
+        .map(|name| {
+            let volumes = volumes.clone();
+            async move {
+                let patch = json!({ "metadata": { "finalizers": null } });
+                let _ = volumes
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                let dp = kube::api::DeleteParams::default().grace_period(0);
+                let _ = volumes.delete(&name, &dp).await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Names of the volumes bound (or once bound) to claims of `ns`.
+async fn volumes_of(client: &Client, ns: &str) -> Vec<String> {
+    Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|pv| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|r| r.namespace.as_deref())
+                == Some(ns)
+        })
+        .map(|pv| pv.name_any())
+        .collect()
+}
+
+/// Waits until `ns` has no pod or claim left and no volume is bound to it,
+/// removing again volumes that came late (made while the first removal ran).
+pub async fn wait_cleared(client: &Client, ns: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let one = ListParams::default().limit(1);
+    let started = Instant::now();
+    loop {
+        let pods_left = pods.list(&one).await.map_or(true, |l| !l.items.is_empty());
+        let claims_left = claims
+            .list(&one)
+            .await
+            .map_or(true, |l| !l.items.is_empty());
+        let volumes_left = !volumes_of(client, ns).await.is_empty();
+        if !pods_left && !claims_left && !volumes_left {
+            eprintln!(
+                "bench: {ns}: cleared in {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
         }
+        if started.elapsed() > Duration::from_secs(900) {
+            eprintln!("bench: {ns}: not cleared after 15 minutes; going on");
+            return;
+        }
+        if volumes_left {
+            remove_volumes(client, ns).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
