@@ -7,6 +7,9 @@
 //! every request and watch shares one connection, kept alive by pings
 //! (dead peers are noticed within 45 s). A server that only speaks
 //! HTTP/1.1 (or a plain-HTTP endpoint) gets HTTP/1.1, with a small pool.
+//! The API server serves 100 requests at a time on a connection and the
+//! client queues the rest in order, so work that must not wait behind
+//! another's burst gets a client (a connection) of its own.
 //! Credentials, impersonation, extra headers, retries and timeouts come
 //! from the kubeconfig as in kube's own client (its tracing spans and the
 //! exec credential's expiry, which nothing here reads, are left out).
@@ -38,11 +41,6 @@ pub enum ClientError {
     Setup(#[from] kube::Error),
     #[error("the API server's TLS name {name:?} is not a valid DNS name or IP address")]
     ServerName { name: String },
-}
-
-/// The client of the ambient configuration (in-cluster, or KUBECONFIG).
-pub async fn infer() -> Result<Client, ClientError> {
-    from_config(Config::infer().await?)
 }
 
 pub fn from_config(config: Config) -> Result<Client, ClientError> {

@@ -156,12 +156,15 @@ fn init_tracing(json: bool) {
 
 /// Loads credentials (a mistake there is fatal) and waits until the API
 /// server answers (it may be restarting: keep trying, as kubelets do).
-async fn connect() -> anyhow::Result<kube::Client> {
-    let client = api_client::infer().await?;
+async fn connect() -> anyhow::Result<kube::Config> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(api_client::ClientError::from)?;
+    let client = api_client::from_config(config.clone())?;
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         match client.apiserver_version().await {
-            Ok(_) => return Ok(client),
+            Ok(_) => return Ok(config),
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?delay, "cannot reach the Kubernetes API server yet");
                 tokio::time::sleep(delay).await;
@@ -193,8 +196,16 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(ControllerMetrics::register(&mut registry));
     let health = Health::new(registry, args.unhealthy_after);
     let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
-    let client = connect().await?;
-    tokio::spawn(health.clone().ping_api_server(client.clone()));
+    let config = connect().await?;
+    // A connection each for the controller, the provisioner, and the health
+    // pings with the leader lease. The API server serves 100 requests at a
+    // time on one HTTP/2 connection and the client queues the rest: on a
+    // shared one, the provisioner's requests (and a lease renewal) waited
+    // behind a scale-up's hundreds of pod creations.
+    let client = api_client::from_config(config.clone())?;
+    let provisioner_client = api_client::from_config(config.clone())?;
+    let control_client = api_client::from_config(config)?;
+    tokio::spawn(health.clone().ping_api_server(control_client.clone()));
     health.set_ready(true);
 
     let (mut ctx, feeds) =
@@ -207,7 +218,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let ctx = Arc::new(ctx);
     let mut provisioner = provisioner::Provisioner::new(
-        client.clone(),
+        provisioner_client,
         args.provisioner_name,
         args.volume_base_dir,
         metrics.volumes_provisioned.clone(),
@@ -237,7 +248,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("statefulapp-operator-{}", uuid::Uuid::new_v4().simple()));
-    let manager = LeaseManagerBuilder::new(client, &args.leader_elect_lease)
+    let manager = LeaseManagerBuilder::new(control_client, &args.leader_elect_lease)
         .with_namespace(&args.leader_elect_namespace)
         .with_identity(&identity)
         .with_duration(args.leader_elect_duration)
@@ -279,7 +290,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let metrics = AgentMetrics::register(&mut registry);
     let health = Health::new(registry, args.unhealthy_after);
     let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
-    let client = connect().await?;
+    let client = api_client::from_config(connect().await?)?;
     tokio::spawn(health.clone().ping_api_server(client.clone()));
     std::fs::create_dir_all(&args.base_dir)
         .with_context(|| format!("creating base dir {}", args.base_dir.display()))?;

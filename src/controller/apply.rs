@@ -43,9 +43,9 @@ pub struct Applier<'a> {
 /// waits on the API server (a restarted instance's reservation is deleted
 /// before its pod is created), so a restart of hundreds of instances is
 /// paced by this number: at 128, the 1,000 pods of a restart existed after
-/// 11 to 13 s on a busy two-core plane; at 512, after 9 s. The API server's
-/// priority and fairness queues whatever its seats do not take at once.
-/// kube-controller-manager's StatefulSet controller doubles its batches up
+/// 11 to 13 s on a busy two-core plane; at 512, after 9 s. The API server
+/// takes 100 requests at a time on the controller's connection; the client
+/// queues the rest in order. kube-controller-manager's StatefulSet controller doubles its batches up
 /// to the whole set.
 const APPLY_CONCURRENCY: usize = 512;
 
