@@ -431,7 +431,9 @@ async fn volumes_of(client: &Client, ns: &str) -> Vec<String> {
 }
 
 /// Waits until `ns` has no pod or claim left and no volume is bound to it,
-/// removing again volumes that came late (made while the first removal ran).
+/// removing again what is left: a delete of thousands in one request ends
+/// at the API server's 60 s request timeout part done, and the provisioner
+/// makes again the volume of a claim still bound.
 pub async fn wait_cleared(client: &Client, ns: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
@@ -455,9 +457,7 @@ pub async fn wait_cleared(client: &Client, ns: &str) {
             eprintln!("bench: {ns}: not cleared after 15 minutes; going on");
             return;
         }
-        if volumes_left {
-            remove_volumes(client, ns).await;
-        }
+        cleanup(client, ns).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
