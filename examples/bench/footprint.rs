@@ -225,7 +225,6 @@ pub async fn statefulsets_converge(
     None
 }
 
-/// RFC 3339 time as the audit log writes it (UTC, micro-seconds).
 /// A line a minute while a large run converges, so that a run stopped
 /// early still says how far each system got.
 struct Progress {
@@ -257,6 +256,7 @@ impl Progress {
     }
 }
 
+/// RFC 3339 time as the audit log writes it (UTC, micro-seconds).
 fn chrono_now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
