@@ -156,7 +156,9 @@ fn init_tracing(json: bool) {
 
 /// Loads credentials (a mistake there is fatal) and waits until the API
 /// server answers (it may be restarting: keep trying, as kubelets do).
-async fn connect() -> anyhow::Result<kube::Config> {
+/// Returns the configuration, for more connections, and the client that
+/// got the answer.
+async fn connect() -> anyhow::Result<(kube::Config, kube::Client)> {
     let config = kube::Config::infer()
         .await
         .map_err(api_client::ClientError::from)?;
@@ -164,7 +166,7 @@ async fn connect() -> anyhow::Result<kube::Config> {
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         match client.apiserver_version().await {
-            Ok(_) => return Ok(config),
+            Ok(_) => return Ok((config, client)),
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?delay, "cannot reach the Kubernetes API server yet");
                 tokio::time::sleep(delay).await;
@@ -196,15 +198,15 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(ControllerMetrics::register(&mut registry));
     let health = Health::new(registry, args.unhealthy_after);
     let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
-    let config = connect().await?;
+    let (config, control_client) = connect().await?;
     // A connection each for the controller, the provisioner, and the health
-    // pings with the leader lease. The API server serves 100 requests at a
-    // time on one HTTP/2 connection and the client queues the rest: on a
-    // shared one, the provisioner's requests (and a lease renewal) waited
-    // behind a scale-up's hundreds of pod creations.
+    // pings with the leader lease (the one that reached the API server). The
+    // API server serves 100 requests at a time on one HTTP/2 connection and
+    // the client queues the rest: on a shared one, the provisioner's
+    // requests (and a lease renewal) waited behind a scale-up's hundreds of
+    // pod creations.
     let client = api_client::from_config(config.clone())?;
-    let provisioner_client = api_client::from_config(config.clone())?;
-    let control_client = api_client::from_config(config)?;
+    let provisioner_client = api_client::from_config(config)?;
     tokio::spawn(health.clone().ping_api_server(control_client.clone()));
     health.set_ready(true);
 
@@ -290,7 +292,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let metrics = AgentMetrics::register(&mut registry);
     let health = Health::new(registry, args.unhealthy_after);
     let server = tokio::spawn(http::serve(args.metrics_address, health.clone()));
-    let client = api_client::from_config(connect().await?)?;
+    let (_, client) = connect().await?;
     tokio::spawn(health.clone().ping_api_server(client.clone()));
     std::fs::create_dir_all(&args.base_dir)
         .with_context(|| format!("creating base dir {}", args.base_dir.display()))?;

@@ -45,8 +45,8 @@ pub struct Applier<'a> {
 /// paced by this number: at 128, the 1,000 pods of a restart existed after
 /// 11 to 13 s on a busy two-core plane; at 512, after 9 s. The API server
 /// takes 100 requests at a time on the controller's connection; the client
-/// queues the rest in order. kube-controller-manager's StatefulSet controller doubles its batches up
-/// to the whole set.
+/// queues the rest in order. kube-controller-manager's StatefulSet
+/// controller doubles its batches up to the whole set.
 const APPLY_CONCURRENCY: usize = 512;
 
 /// Applies a plan's actions. Instances are independent: their action lists
