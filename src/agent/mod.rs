@@ -404,23 +404,26 @@ async fn keep_directory(
 
 /// Records on the volume that its directory exists on the node: the
 /// agent's finalizer, `directory-made`, no `data-missing`, and for a new
-/// image the bytes its filesystem spans. One patch, which fails on a
-/// conflict instead of dropping someone's finalizer.
+/// image the bytes its filesystem spans. One patch, made only to the
+/// object that was read (its uid). It adds the finalizer (the provisioner
+/// makes volumes with it) only to the version read, so as not to drop
+/// someone else's: otherwise it carries no version, and the binder's
+/// writes to a new volume do not make it fail.
 async fn mark_made(agent: &Agent, pv: &PersistentVolume, spans: Option<u64>) -> Result<()> {
-    let mut finalizers = pv.finalizers().to_vec();
-    if !finalizers.iter().any(|f| f == FINALIZER_AGENT) {
-        finalizers.push(FINALIZER_AGENT.to_string());
-    }
     let mut annotations =
         json!({ ANNOTATION_DIRECTORY_MADE: agent.node, ANNOTATION_DATA_MISSING: null });
     if let Some(bytes) = spans {
         annotations[ANNOTATION_FILESYSTEM_SIZE] = json!(bytes.to_string());
     }
-    let patch = json!({ "metadata": {
-        "resourceVersion": pv.resource_version(),
-        "finalizers": finalizers,
-        "annotations": annotations,
-    }});
+    let mut patch = json!({ "metadata": { "uid": pv.uid(), "annotations": annotations } });
+    let finalizers = pv.finalizers();
+    if !finalizers.iter().any(|f| f == FINALIZER_AGENT) {
+        // A merge patch replaces the whole list: only on the version read.
+        let mut finalizers = finalizers.to_vec();
+        finalizers.push(FINALIZER_AGENT.to_string());
+        patch["metadata"]["finalizers"] = json!(finalizers);
+        patch["metadata"]["resourceVersion"] = json!(pv.resource_version());
+    }
     volumes(agent)
         .patch(&pv.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;

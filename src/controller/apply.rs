@@ -39,15 +39,14 @@ pub struct Applier<'a> {
     pub key: &'a str,
 }
 
-/// Instances whose actions are applied at the same time. Each request
-/// waits on the API server (a restarted instance's reservation is deleted
-/// before its pod is created), so a restart of hundreds of instances is
-/// paced by this number: at 128, the 1,000 pods of a restart existed after
-/// 11 to 13 s on a busy two-core plane; at 512, after 9 s. The API server
-/// takes 100 requests at a time on the controller's connection; the client
-/// queues the rest in order. kube-controller-manager's StatefulSet
-/// controller doubles its batches up to the whole set.
-const APPLY_CONCURRENCY: usize = 512;
+/// Instances whose actions are applied at the same time: as many as the
+/// API server serves at once on the controller's connection (100 HTTP/2
+/// streams; the client queues the rest in order). An instance's next
+/// action (its pod after its claims, or after its reservation is deleted)
+/// then follows its answer at once. With more, every instance's first
+/// request queued ahead of any second one: a restart of 500 deleted all
+/// its reservations before it created the first pod.
+const APPLY_CONCURRENCY: usize = 100;
 
 /// Applies a plan's actions. Instances are independent: their action lists
 /// run concurrently, each in plan order (claims before the pod, wipe marks

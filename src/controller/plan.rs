@@ -218,7 +218,7 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
     let missing = app.desired.saturating_sub(to_run.len());
     plan.to_run = to_run;
     for _ in 0..missing {
-        // Its claims now, its pod once they are seen (see `start`).
+        // Its claims, then its pod, in the same pass (see `start`).
         let uuid = new_uuid();
         for volume in &app.volumes {
             plan.actions.push(Action::CreateClaim {
@@ -227,6 +227,10 @@ pub fn plan(observed: &Observed, new_uuid: &mut dyn FnMut() -> Uuid) -> Plan {
                 bind_to: None,
             });
         }
+        plan.actions.push(Action::CreatePod {
+            instance: uuid,
+            node: None,
+        });
         plan.to_run.insert(uuid);
         plan.created.push(uuid);
     }
@@ -345,10 +349,14 @@ pub const RECLAIM_PATIENCE_SECONDS: i64 = 60;
 /// never held twice (the kubelet would refuse the pod). The pod is bound
 /// straight to the node the reservation held.
 ///
-/// A pod comes only once all its claims are seen: kube-scheduler refuses a
-/// pod whose claims it has not seen yet ("persistentvolumeclaim not
-/// found") and tries it again only after a backoff, with a status write and
-/// a Warning Event each time.
+/// An instance whose claim is being deleted, or re-made, gets its pod
+/// only once every claim is seen: the pod must not meet the old claim.
+/// A new instance's pod follows its claims in the same pass, as
+/// kube-controller-manager's StatefulSet controller does: its claims are
+/// applied first, and the pod then reaches kube-scheduler with its claims
+/// and lets kube-controller-manager see a consumer for each claim. (Should
+/// kube-scheduler meet the pod before a claim, it tries the pod again when
+/// the claim arrives.)
 fn start(observed: &Observed, instance: &InstanceView, actions: &mut Vec<Action>) {
     let claims_seen = observed
         .app

@@ -32,38 +32,59 @@ fn a_new_app_gets_its_instances_with_every_volume() {
 }
 
 #[test]
-fn a_new_instances_pod_comes_once_all_its_claims_are_seen() {
+fn a_new_instances_pod_follows_its_claims_in_the_same_pass() {
     let mut world = World::new(3);
     world.observed.app.desired = 1;
     let first = world.plan();
     assert_eq!(first.to_run.len(), 1);
     assert!(
-        first
-            .actions
-            .iter()
-            .all(|a| matches!(a, Action::CreateClaim { .. })),
+        matches!(
+            first.actions[..],
+            [
+                Action::CreateClaim { .. },
+                Action::CreateClaim { .. },
+                Action::CreatePod { node: None, .. }
+            ]
+        ),
         "{:?}",
         first.actions
     );
-    // One claim seen, the other not yet: still no pod.
-    world.apply(&first.actions[0]);
-    let waiting = world.plan();
+    let instance = first.actions[0].instance();
+    assert!(first.actions.iter().all(|a| a.instance() == instance));
+    for action in &first.actions {
+        world.apply(action);
+    }
+    let second = world.plan();
+    assert!(second.actions.is_empty(), "{:?}", second.actions);
+}
+
+#[test]
+fn a_re_made_claims_pod_waits_until_the_claim_is_seen() {
+    let mut world = world_with(1);
+    let uuid = *world.observed.instances.keys().next().unwrap();
+    world.observed.app.desired = 0;
+    world.converge();
+    // A claim of the stopped instance is gone (deleted by hand).
+    let view = world.observed.instances.get_mut(&uuid).unwrap();
+    let volume = view.claims.keys().next().unwrap().clone();
+    view.claims.remove(&volume);
+    world.observed.app.desired = 1;
+    let restart = world.plan();
     assert!(
-        !waiting
+        restart
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateClaim { volume: v, .. } if *v == volume)),
+        "{:?}",
+        restart.actions
+    );
+    assert!(
+        !restart
             .actions
             .iter()
             .any(|a| matches!(a, Action::CreatePod { .. })),
         "{:?}",
-        waiting.actions
-    );
-    for action in &first.actions[1..] {
-        world.apply(action);
-    }
-    let second = world.plan();
-    assert!(
-        matches!(second.actions[..], [Action::CreatePod { node: None, .. }]),
-        "{:?}",
-        second.actions
+        restart.actions
     );
 }
 
