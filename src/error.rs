@@ -13,6 +13,10 @@ pub enum Error {
     Conflict(String),
     #[error("node agent: {0}")]
     Agent(String),
+    /// A reconcile's task ended without an answer (it panicked, or the
+    /// runtime is shutting down).
+    #[error("reconcile task: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("I/O on {path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -13,6 +13,7 @@
 //! - [`crdgen`]: the CRD document printed from the Rust types.
 //! - [`finalizer`]: safe finalizer updates.
 //! - [`watch`]: watch streams for kube-runtime's controllers.
+//! - [`worker`]: reconciles on the runtime's worker threads.
 //! - [`metrics`], [`http`]: Prometheus metrics and the health endpoints.
 
 pub mod agent;
@@ -33,5 +34,6 @@ pub mod plugin;
 pub mod provisioner;
 pub mod quantity;
 pub mod watch;
+pub mod worker;
 
 pub use error::{Error, Result};

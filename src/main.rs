@@ -10,7 +10,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use prometheus_client::registry::Registry;
 use statefulapp_operator::http::{self, Health};
 use statefulapp_operator::metrics::{AgentMetrics, ControllerMetrics};
-use statefulapp_operator::{agent, api_client, controller, crdgen, provisioner};
+use statefulapp_operator::{agent, api_client, controller, crdgen, provisioner, worker};
 
 // jemalloc returns freed memory to the system (glibc's malloc keeps most of
 // what a burst of watch events and reconciles allocated: at 1,000
@@ -234,8 +234,11 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     provisioner.any_claim = args.provision_any_claim;
     provisioner.nodes = Some(ctx.nodes());
     let provisioner = Arc::new(provisioner);
+    // Tasks of their own, each on a worker thread, stopped with `work`.
     let work = async {
-        tokio::join!(controller::run(ctx, feeds), provisioner::run(provisioner));
+        let controller = worker::spawn_owned(controller::run(ctx, feeds));
+        let provisioner = worker::spawn_owned(provisioner::run(provisioner));
+        let _ = tokio::join!(controller, provisioner);
     };
 
     if !args.leader_elect {

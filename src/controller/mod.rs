@@ -176,7 +176,7 @@ fn error_policy(app: Arc<StatefulApp>, error: &Error, _ctx: Arc<Context>) -> Req
 /// Times and counts every reconcile.
 async fn reconcile(app: Arc<StatefulApp>, ctx: Arc<Context>) -> Result<Requeue> {
     let started = std::time::Instant::now();
-    let result = reconcile_app(app.clone(), ctx.clone()).await;
+    let result = crate::worker::on_worker(reconcile_app(app.clone(), ctx.clone())).await;
     if let Err(error) = &result {
         report_failure(&ctx, &app, error).await;
     }

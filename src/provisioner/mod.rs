@@ -237,6 +237,10 @@ fn error_policy(claim: Arc<ClaimRequest>, error: &Error, ctx: Arc<Provisioner>) 
 }
 
 async fn reconcile(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Requeue> {
+    crate::worker::on_worker(provision(claim, ctx)).await
+}
+
+async fn provision(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Requeue> {
     if claim.is_bound() {
         return resize::grow_if_asked(&claim, &ctx).await;
     }
