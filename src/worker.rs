@@ -7,10 +7,7 @@
 //! runtime's threads; the controller still runs one reconcile per object
 //! at a time, as it awaits this one.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::task::{JoinError, JoinHandle};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::Result;
@@ -26,29 +23,12 @@ pub async fn on_worker<T: Send + 'static>(
 /// dropped (as dropping `work` itself would), so no work outlives its
 /// owner: a reconcile its controller gave up, or a controller after the
 /// leader lease is lost.
-pub fn spawn_owned<F>(work: F) -> Owned<F::Output>
+pub fn spawn_owned<F>(work: F) -> AbortOnDropHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    Owned(tokio::spawn(work.in_current_span()))
-}
-
-/// A spawned task, aborted when dropped.
-pub struct Owned<T>(JoinHandle<T>);
-
-impl<T> Future for Owned<T> {
-    type Output = Result<T, JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    AbortOnDropHandle::new(tokio::spawn(work.in_current_span()))
 }
 
 #[cfg(test)]
