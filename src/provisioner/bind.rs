@@ -22,22 +22,42 @@ const ANNOTATION_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 /// Set on a claim bound by a controller rather than by its author.
 const ANNOTATION_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 
-/// Binds `claim` to `volume`, whose claimRef already names the claim, in the
-/// binder's order: the volume's phase, the claim's volumeName, the claim's
-/// phase. A claim bound meanwhile to another volume is left alone.
+/// Binds `claim` to `volume`, whose claimRef already names the claim: the
+/// volume's phase, and beside it the claim's volumeName then the claim's
+/// phase. The binder writes the volume's side first so that a crash leaves
+/// no claim naming a volume not yet Bound; with the claimRef set at
+/// creation, the binder completes either half alone, so the two sides need
+/// not wait for each other. A claim bound meanwhile to another volume is
+/// left alone.
 pub async fn complete(
     client: &Client,
     claim: &ClaimRequest,
     volume: &PersistentVolume,
 ) -> Result<()> {
-    let ns = claim.namespace().unwrap_or_default();
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let volume_side = async {
+        volumes
+            .patch_status(
+                &volume.name_any(),
+                &patch_params(),
+                &Patch::Merge(volume_bound()),
+            )
+            .await?;
+        Ok(())
+    };
+    futures::try_join!(volume_side, claim_side(client, claim, volume))?;
+    Ok(())
+}
+
+/// The claim's volumeName, then its phase.
+async fn claim_side(
+    client: &Client,
+    claim: &ClaimRequest,
+    volume: &PersistentVolume,
+) -> Result<()> {
+    let ns = claim.namespace().unwrap_or_default();
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    let name = volume.name_any();
-    volumes
-        .patch_status(&name, &patch_params(), &Patch::Merge(volume_bound()))
-        .await?;
-    let bind = claim_bind(claim, &name);
+    let bind = claim_bind(claim, &volume.name_any());
     match claims
         .patch(&claim.name_any(), &patch_params(), &Patch::Merge(&bind))
         .await

@@ -262,9 +262,12 @@ async fn provision(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         Some(name) => name.clone(),
         None => volume_name_for(&claim),
     };
-    // Every update of a pending claim (the scheduler's, the binder's, the
-    // bind's own) comes back here: one read ends it once its volume exists.
-    if volumes.get_opt(&name).await?.is_some() {
+    // A claim naming its volume comes back here on the bind's own update:
+    // one read ends it once that volume exists. A claim naming none is
+    // first seen here, and its volume is made without a read first (the
+    // capacity check reads the node's volumes anyway; without it, a second
+    // attempt is refused as a conflict and ends there).
+    if bound_to.is_some() && volumes.get_opt(&name).await?.is_some() {
         return Ok(Requeue::await_change());
     }
     let hostname = match ctx.nodes.as_ref().and_then(|nodes| nodes.hostname(node)) {
@@ -295,12 +298,15 @@ async fn provision(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
         (Some(namespace), None) => {
             let (entry, others) = ctx.in_flight.enter(node, &name, request);
             let class = class_of(&claim);
-            if let Err(refusal) = fits(&ctx, namespace, &class, node, &others, request).await? {
-                drop(entry);
-                send_back(&ctx, &claim, refusal).await?;
-                return Ok(Requeue::await_change());
+            match fits(&ctx, namespace, &class, node, Some(&name), &others, request).await? {
+                Fit::Room => Some(entry),
+                Fit::Made => return Ok(Requeue::await_change()),
+                Fit::Refused(refusal) => {
+                    drop(entry);
+                    send_back(&ctx, &claim, refusal).await?;
+                    return Ok(Requeue::await_change());
+                }
             }
-            Some(entry)
         }
         _ => None,
     };
@@ -320,18 +326,30 @@ async fn provision(claim: Arc<ClaimRequest>, ctx: Arc<Provisioner>) -> Result<Re
     Ok(Requeue::await_change())
 }
 
+/// What the capacity check found for a new volume.
+pub(super) enum Fit {
+    /// The volume fits on the node.
+    Room,
+    /// The volume is on the node already: nothing to make.
+    Made,
+    /// The volume does not fit: the claim goes back to the scheduler.
+    Refused(Refusal),
+}
+
 /// Whether `request` more bytes fit on `node`: the room its agent
 /// published against the sizes (or usage, where larger) of the volumes
 /// the node holds now, read fresh from the API server, and of those being
-/// made there (`in_flight`).
+/// made there (`in_flight`). A new volume's `name` found among them means
+/// it is made already.
 async fn fits(
     ctx: &Provisioner,
     namespace: &str,
     class: &str,
     node: &str,
+    name: Option<&str>,
     in_flight: &BTreeMap<String, u64>,
     request: u64,
-) -> Result<Result<(), Refusal>> {
+) -> Result<Fit> {
     let capacities: Api<CSIStorageCapacity> = Api::namespaced(ctx.client.clone(), namespace);
     let on_node = ListParams::default().labels(&format!("{LABEL_NODE}={node}"));
     let all_volumes = Api::<PersistentVolume>::all(ctx.client.clone());
@@ -354,8 +372,16 @@ async fn fits(
         let reservation = capacity::reservation(capacity::volume_size(pv), used);
         (pv.name_any(), reservation)
     });
+    if name.is_some_and(|name| volumes.items.iter().any(|pv| pv.name_any() == name)) {
+        return Ok(Fit::Made);
+    }
     let reservations = in_flight::reservations(listed, in_flight);
-    Ok(capacity::check(node, class, room, reservations, request))
+    Ok(
+        match capacity::check(node, class, room, reservations, request) {
+            Ok(()) => Fit::Room,
+            Err(refusal) => Fit::Refused(refusal),
+        },
+    )
 }
 
 fn class_of(claim: &ClaimRequest) -> String {

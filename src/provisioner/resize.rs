@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::claim::ClaimRequest;
-use super::{Provisioner, fits, warn};
+use super::{Fit, Provisioner, fits, warn};
 use crate::Result;
 use crate::capacity::volume_size;
 use crate::names::{
@@ -91,8 +91,8 @@ pub(super) async fn grow_if_asked(claim: &ClaimRequest, ctx: &Provisioner) -> Re
                     .and_then(|s| s.storage_class_name.clone())
                     .unwrap_or_default()
             });
-            if let Err(refusal) =
-                fits(ctx, namespace, &class, &node, &others, request - size).await?
+            if let Fit::Refused(refusal) =
+                fits(ctx, namespace, &class, &node, None, &others, request - size).await?
             {
                 let note = format!(
                     "volume {volume_name} cannot grow from {} to {}: {refusal} more; tried again every minute",
