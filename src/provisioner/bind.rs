@@ -24,11 +24,11 @@ const ANNOTATION_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controll
 
 /// Binds `claim` to `volume`, whose claimRef already names the claim: the
 /// volume's phase, and beside it the claim's volumeName then the claim's
-/// phase. The binder writes the volume's side first so that a crash leaves
-/// no claim naming a volume not yet Bound; with the claimRef set at
-/// creation, the binder completes either half alone, so the two sides need
-/// not wait for each other. A claim bound meanwhile to another volume is
-/// left alone.
+/// phase. kube-controller-manager's binder writes the volume's side
+/// first; with the claimRef set at creation, it also completes a pair
+/// whose claim side or volume side alone was written, so the two sides
+/// need not wait for each other. A claim bound meanwhile to another volume
+/// is left alone.
 pub async fn complete(
     client: &Client,
     claim: &ClaimRequest,
