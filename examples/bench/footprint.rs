@@ -41,7 +41,9 @@ pub struct Footprint {
     pub cpu_cores_idle: f64,
     pub requests_per_idle_minute: usize,
     pub writes_per_idle_minute: usize,
-    pub requests_by_verb: BTreeMap<String, usize>,
+    /// By verb and resource (`patch events`, `get /version`), so that an
+    /// idle write says what it touched.
+    pub requests_by_kind: BTreeMap<String, usize>,
     /// The peer: as many Parallel StatefulSets of as many replicas (claims
     /// of the same StorageClass), created the same way on the same plane
     /// once the operator's apps were measured and removed with their pods,
@@ -140,16 +142,20 @@ pub async fn measure(
     // The audit log is flushed in batches of at most a second.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = memory(pid);
-    let by_verb = audit_requests(&cluster.dir.join("audit.log"), &window_start, &window_end);
+    let by_kind = audit_requests(&cluster.dir.join("audit.log"), &window_start, &window_end);
     // The peer must not meet these 5,000 (or 20,000) objects on the plane:
     // kube-scheduler, the binder and the API server would work through them
     // too, and the peer would be slower for it.
     eprintln!("bench: footprint: removing the apps' pods, claims and volumes");
     cleanup(&client, &ns).await;
     wait_cleared(&client, &ns).await;
-    let writes = ["create", "update", "patch", "delete", "deletecollection"]
+    let writes = by_kind
         .iter()
-        .map(|v| by_verb.get(*v).copied().unwrap_or(0))
+        .filter(|(kind, _)| {
+            let verb = kind.split(' ').next().unwrap_or("");
+            ["create", "update", "patch", "delete", "deletecollection"].contains(&verb)
+        })
+        .map(|(_, n)| n)
         .sum();
     Footprint {
         apps,
@@ -163,9 +169,9 @@ pub async fn measure(
         cpu_cores_idle: (cpu_after - cpu_before) as f64
             / ticks_per_second()
             / IDLE_WINDOW.as_secs_f64(),
-        requests_per_idle_minute: by_verb.values().sum(),
+        requests_per_idle_minute: by_kind.values().sum(),
         writes_per_idle_minute: writes,
-        requests_by_verb: by_verb,
+        requests_by_kind: by_kind,
         statefulsets_converge_seconds: None,
         peer_run: false,
     }
@@ -312,11 +318,12 @@ fn memory(pid: u32) -> Memory {
     }
 }
 
-/// Requests of the bench's operator identity in [start, end), by verb.
+/// Requests of the bench's operator identity in [start, end), by verb and
+/// resource (with subresource), or by path for a request that names none.
 fn audit_requests(log: &std::path::Path, start: &str, end: &str) -> BTreeMap<String, usize> {
     let user = format!("system:serviceaccount:{NAMESPACE}:{ACCOUNT}");
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut by_verb = BTreeMap::new();
+    let mut by_kind = BTreeMap::new();
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -328,10 +335,19 @@ fn audit_requests(log: &std::path::Path, start: &str, end: &str) -> BTreeMap<Str
         }
         let at = event["requestReceivedTimestamp"].as_str().unwrap_or("");
         if at >= start && at < end {
-            *by_verb
-                .entry(event["verb"].as_str().unwrap_or("?").to_string())
-                .or_insert(0) += 1;
+            *by_kind.entry(request_kind(&event)).or_insert(0) += 1;
         }
     }
-    by_verb
+    by_kind
+}
+
+/// `verb resource[/subresource]` of an audit event, or `verb path`.
+fn request_kind(event: &serde_json::Value) -> String {
+    let verb = event["verb"].as_str().unwrap_or("?");
+    let object = &event["objectRef"];
+    match (object["resource"].as_str(), object["subresource"].as_str()) {
+        (Some(resource), Some(sub)) => format!("{verb} {resource}/{sub}"),
+        (Some(resource), None) => format!("{verb} {resource}"),
+        _ => format!("{verb} {}", event["requestURI"].as_str().unwrap_or("?")),
+    }
 }

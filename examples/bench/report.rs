@@ -187,7 +187,7 @@ impl Report {
                 f.cpu_cores_idle,
                 f.requests_per_idle_minute,
                 f.writes_per_idle_minute,
-                f.requests_by_verb
+                f.requests_by_kind
             );
             let converged = format!(
                 "converged: {} apps x {} instances in {:.0}s",
