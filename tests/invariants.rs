@@ -542,6 +542,19 @@ async fn wipe_on_delete_destroys_all_volumes_of_the_app() {
             instance.id
         );
     }
+    // A claim being deleted asks nothing of the provisioner: no growth is
+    // completed for it (no write to it or its volume, no VolumeGrown Event).
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns);
+    let grown: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("VolumeGrown"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(grown.is_empty(), "no volume grew: {grown:?}");
 }
 
 /// A node agent killed in the middle of a wipe finishes it after restart;

@@ -29,14 +29,15 @@ impl ClaimRequest {
         self.status.phase.as_deref() == Some("Bound")
     }
 
-    /// A bound claim that asks for no more than it holds: nothing for the
-    /// provisioner to do until an update asks it to grow.
+    /// A bound claim that asks for no more than it holds, or is being
+    /// deleted: nothing for the provisioner to do until an update asks it
+    /// to grow (a claim going away grows no more).
     pub fn at_rest(&self) -> bool {
         let request = self.spec.resources.requests.bytes();
         let capacity = self.status.capacity.bytes().unwrap_or(0);
         self.is_bound()
-            && self.metadata.deletion_timestamp.is_none()
-            && request.is_none_or(|request| request <= capacity)
+            && (self.metadata.deletion_timestamp.is_some()
+                || request.is_none_or(|request| request <= capacity))
     }
 
     /// A bound claim needs no provisioning: keep its identity, and what
@@ -157,11 +158,12 @@ mod tests {
         growing.status.capacity.storage = Some(Quantity("2Gi".into()));
         assert!(growing.at_rest());
         let mut deleting = claim("Bound");
+        deleting.spec.resources.requests.storage = Some(Quantity("2Gi".into()));
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
-        assert!(!deleting.at_rest());
+        assert!(deleting.at_rest(), "a claim going away grows no more");
     }
 
     #[test]
