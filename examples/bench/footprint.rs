@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use statefulapp_operator::api::StatefulApp;
 
-use crate::scenarios::{cleanup, statefulset, wait_cleared};
+use crate::scenarios::{clear, statefulset};
 use crate::support::TestCluster;
 use crate::support::fixtures::postgres;
 use crate::support::operator::{
@@ -147,8 +147,7 @@ pub async fn measure(
     // kube-scheduler, the binder and the API server would work through them
     // too, and the peer would be slower for it.
     eprintln!("bench: footprint: removing the apps' pods, claims and volumes");
-    cleanup(&client, &ns).await;
-    wait_cleared(&client, &ns).await;
+    clear(&client, &ns).await;
     let writes = by_kind
         .iter()
         .filter(|(kind, _)| {

@@ -164,7 +164,7 @@ pub async fn statefulapp_scale_up_and_restart(
         stopped && wait_converged(&client, &ns, SAPP_PODS, n, n).await
     })
     .await;
-    cleanup(&client, &ns).await;
+    clear(&client, &ns).await;
     (cold, restart)
 }
 
@@ -203,7 +203,7 @@ pub async fn statefulset_scale_up_and_restart(cluster: &TestCluster, n: usize) -
         stopped && wait_converged(&client, &ns, STS_PODS, n, n).await
     })
     .await;
-    cleanup(&client, &ns).await;
+    clear(&client, &ns).await;
     (cold, restart)
 }
 
@@ -258,7 +258,7 @@ pub async fn ceiling_create(cluster: &TestCluster, n: usize) -> Phase {
         wait_converged(&client, &ns, "", n, n).await
     })
     .await;
-    cleanup(&client, &ns).await;
+    clear(&client, &ns).await;
     phase
 }
 
@@ -365,13 +365,22 @@ pub async fn statefulapp_wipe(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    cleanup(&client, &ns).await;
+    clear(&client, &ns).await;
     elapsed
 }
 
-/// Deletes what a scenario left (workloads, pods, claims, released volumes)
-/// so that later scenarios start from an empty cluster.
-pub async fn cleanup(client: &Client, ns: &str) {
+/// Deletes what a scenario left and waits until it is gone, so that the
+/// next scenario starts on a quiet plane: the API server returns from a
+/// claim's deletion at once, and kube-controller-manager then releases
+/// hundreds of claims for tens of seconds, work that would otherwise fall
+/// into whichever scenario comes next.
+pub async fn clear(client: &Client, ns: &str) {
+    cleanup(client, ns).await;
+    wait_cleared(client, ns).await;
+}
+
+/// Deletes what a scenario left (workloads, pods, claims, released volumes).
+async fn cleanup(client: &Client, ns: &str) {
     let dp = kube::api::DeleteParams::default().grace_period(0);
     let lp = ListParams::default();
     let _ = Api::<StatefulApp>::namespaced(client.clone(), ns)
@@ -434,11 +443,12 @@ async fn volumes_of(client: &Client, ns: &str) -> Vec<String> {
 /// removing again what is left: a delete of thousands in one request ends
 /// at the API server's 60 s request timeout part done, and the provisioner
 /// makes again the volume of a claim still bound.
-pub async fn wait_cleared(client: &Client, ns: &str) {
+async fn wait_cleared(client: &Client, ns: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let one = ListParams::default().limit(1);
     let started = Instant::now();
+    let mut cleaned = Instant::now();
     loop {
         let pods_left = pods.list(&one).await.map_or(true, |l| !l.items.is_empty());
         let claims_left = claims
@@ -457,7 +467,10 @@ pub async fn wait_cleared(client: &Client, ns: &str) {
             eprintln!("bench: {ns}: not cleared after 15 minutes; going on");
             return;
         }
-        cleanup(client, ns).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        if cleaned.elapsed() > Duration::from_secs(10) {
+            cleanup(client, ns).await;
+            cleaned = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
