@@ -25,9 +25,9 @@ pub use self::throttle::{StatusWrites, digest};
 
 /// Writes `status` to `app` unless the API server already shows it
 /// (`seen`: the digest of the status it showed last). While instances
-/// come and go, progress is written at most once per interval (see
-/// [`throttle`]): a status of hundreds of instances rewritten on every pod
-/// event costs the API server more than the pods do. `Some(wait)`: held
+/// come and go, progress is written at most once per interval, a second
+/// per 100 instances (see [`throttle`]): a status of hundreds of instances
+/// rewritten on every pod event costs the API server more than the pods do. `Some(wait)`: held
 /// back, to be written after `wait`.
 pub async fn write(
     apps: &Api<StatefulApp>,
@@ -42,7 +42,7 @@ pub async fn write(
     if seen == Some(digest) || writes.just_wrote(key, digest) {
         return Ok(None);
     }
-    if let Some(wait) = writes.hold(key, converged) {
+    if let Some(wait) = writes.hold(key, converged, status.instances.len()) {
         return Ok(Some(wait));
     }
     let patch = json!({ "status": status });
