@@ -196,8 +196,8 @@ pub async fn run(provisioner: Arc<Provisioner>) {
 
 /// Most claims in a cluster are bound and ask for no more than they hold,
 /// or are going away ([`ClaimRequest::at_rest`]): they leave the store, and
-/// an update that asks one to grow brings it back. (Deleted claims need nothing either:
-/// only applied claims trigger a reconcile.)
+/// an update that asks one to grow brings it back. (Deleted claims need
+/// nothing either: only applied claims trigger a reconcile.)
 fn without_claims_at_rest(
     event: watcher::Event<ClaimRequest>,
 ) -> Option<watcher::Event<ClaimRequest>> {

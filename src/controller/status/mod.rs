@@ -27,8 +27,8 @@ pub use self::throttle::{StatusWrites, digest};
 /// (`seen`: the digest of the status it showed last). While instances
 /// come and go, progress is written at most once per interval, a second
 /// per 100 instances (see [`throttle`]): a status of hundreds of instances
-/// rewritten on every pod event costs the API server more than the pods do. `Some(wait)`: held
-/// back, to be written after `wait`.
+/// rewritten on every pod event costs the API server more than the pods
+/// do. `Some(wait)`: held back, to be written after `wait`.
 pub async fn write(
     apps: &Api<StatefulApp>,
     writes: &StatusWrites,

@@ -1,7 +1,7 @@
 //! The status write throttle: while an app converges, its status is
 //! written at most once per [`interval`] (longer for a larger status); a
-//! converged status is written at once. A status just written is not written again while the
-//! app's cache has yet to show it.
+//! converged status is written at once. A status just written is not
+//! written again while the app's cache has yet to show it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
